@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine (Python >= 3.11 and the package registries):
+#   make run   - install into .venv and start the whole local exchange on the embedded default
+#   make test  - install into .venv (with test extras) and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: run test install install-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+run: install
+	$(BIN)/bourse up
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench.engine_inprocess
+	$(BIN)/python -m bench.engine_tcp --rate 20000
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,554 @@
+"""Typed TOML configuration: the one file every Bourse node loads.
+
+Contract:
+- ``load_config(path)`` reads a TOML file (``None``: the embedded ``bourse/default.toml``) and
+  returns a frozen ``BourseConfig``. Any problem with the file - unreadable, not UTF-8, bad TOML
+  syntax, unknown key, wrong type, missing value, out-of-range or inexact number, duplicate
+  symbol/firm/account - raises ``ConfigError`` and nothing else. Its message reads
+  ``<file>: <key path>: <problem>``, e.g. ``etc/bourse.toml: instruments[2].tick_size: ...``
+  (array indices are 0-based, in file order).
+- Decoding is two-step: ``tomllib`` gives a plain document, ``msgspec.convert`` turns it into
+  ``ConfigFile`` (structs that mirror the TOML layout exactly and forbid unknown keys), and
+  ``_build`` converts the reference data sections into the engine's integer
+  ``engine.refdata.MarketRefData``.
+- Every decimal in the file (tick sizes, prices, percentages, credit limits) is a quoted string
+  (or a TOML integer) and is converted with ``decimal.Decimal`` and integer arithmetic only; a TOML
+  float is refused, so no binary floating point value ever reaches a price.
+- ``BourseConfig.digest`` is ``market.digest()``: the SHA-256 of the canonical msgspec JSON
+  encoding of ``MarketRefData``. Process-local sections (``[engine]`` and the later
+  ``[gateway]``, ``[marketdata]``, ``[index]``) are not part of it.
+- Adding a process section is one struct plus one field of ``_Sections``: the section is decoded
+  as part of ``ConfigFile`` and copied as is into ``BourseConfig``.
+
+The reference of every key is spec/configuration.md.
+"""
+from __future__ import annotations
+
+import decimal
+import difflib
+import importlib.resources
+import os
+import re
+import tomllib
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from engine.refdata import Firm, Instrument, MarketRefData, StpMode
+
+__all__ = [
+    "BourseConfig",
+    "ConfigError",
+    "ConfigFile",
+    "DEFAULT_SOURCE",
+    "EngineConfig",
+    "FirmSection",
+    "InstrumentSection",
+    "MarketSection",
+    "load_config",
+    "parse_config",
+]
+
+#: ``BourseConfig.source`` (and the file name in error messages) of the embedded default.
+DEFAULT_SOURCE = "<embedded default>"
+
+#: Largest integer any price-unit value may take (prices and notionals travel as int64).
+INT64_MAX = 2**63 - 1
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+#: A decimal value as written in the file. Floats are accepted by the schema only so that
+#: ``_build`` can refuse them with a message telling to quote the value.
+DecimalText = str | int | float
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be loaded; the message says where and why."""
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        self.source = source
+        self.key = key or None
+        self.problem = problem
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + problem)
+
+    def __reduce__(self):  # keep picklable despite the custom signature
+        return (type(self), (self.source, self.key, self.problem))
+
+
+# --------------------------------------------------------------------------------------------
+# Process sections: decoded from the file and handed over unchanged.
+
+
+class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[engine]``: the matching engine process (sequencer, journal, replication)."""
+
+    host: NonEmpty = "127.0.0.1"
+    order_entry_port: Port = 9100
+    replication_port: Port = 9101
+    journal_dir: NonEmpty = "var/engine"
+    fsync: Literal["batch", "interval", "never"] = "batch"
+    fsync_interval_ms: Positive = 5
+    max_batch_commands: Positive = 4096
+    consumer_buffer_bytes: Positive = 8388608
+    heartbeat_ms: Positive = 1000
+
+    def __post_init__(self) -> None:
+        if self.order_entry_port and self.order_entry_port == self.replication_port:
+            # "<field>: <problem>" puts the field into the error's key path (see _explain).
+            raise ValueError(
+                f"replication_port: must differ from order_entry_port (both are "
+                f"{self.order_entry_port}); 0 picks a free port for each"
+            )
+
+
+class _Sections(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Process sections shared verbatim by ``ConfigFile`` and ``BourseConfig``.
+
+    To add ``[gateway]``: define ``GatewayConfig`` like ``EngineConfig`` and add
+    ``gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)`` here.
+    """
+
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Reference data sections, as written in the file (decimal strings, currency units).
+
+
+class MarketSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[market]``."""
+
+    price_decimals: Annotated[int, msgspec.Meta(ge=0, le=9)] = 4
+
+
+class InstrumentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[instruments]]`` table."""
+
+    symbol: str
+    name: str
+    tick_size: DecimalText
+    lot_size: Positive
+    reference_price: DecimalText
+    price_band_pct: DecimalText
+    isin: str = ""
+    currency: str = "RUB"
+
+
+class FirmSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[firms]]`` table."""
+
+    id: str
+    name: str
+    credit_limit: DecimalText
+    self_trade_prevention: Literal["none", "cancel_resting", "cancel_incoming", "cancel_both"] = (
+        "none"
+    )
+    accounts: tuple[str, ...] = ()
+
+
+class ConfigFile(_Sections, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole file, mirroring the TOML layout key for key."""
+
+    market: MarketSection = msgspec.field(default_factory=MarketSection)
+    instruments: Annotated[tuple[InstrumentSection, ...], msgspec.Meta(min_length=1)]
+    firms: tuple[FirmSection, ...] = ()
+
+
+class BourseConfig(_Sections, frozen=True, kw_only=True):
+    """A loaded configuration: integer reference data plus the process sections."""
+
+    source: str                 # file path as given, or DEFAULT_SOURCE
+    market: MarketRefData
+    digest: str                 # market.digest(), hex SHA-256
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> BourseConfig:
+    """Load and validate a configuration file; ``None`` loads the embedded default."""
+    if path is None:
+        source = DEFAULT_SOURCE
+        try:
+            data = importlib.resources.files("bourse").joinpath("default.toml").read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                source, None, f"cannot read the embedded default: {_os_reason(exc)}"
+            ) from None
+    else:
+        try:
+            source = os.fspath(path)
+        except TypeError:
+            raise ConfigError(repr(path), None, "expected a file path") from None
+        try:
+            with open(source, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise ConfigError(source, None, f"cannot read file: {_os_reason(exc)}") from None
+    try:
+        text = data.decode("utf-8-sig")  # tolerate a byte order mark
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            source, None, f"line {line}: not valid UTF-8 (byte offset {exc.start})"
+        ) from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<string>") -> BourseConfig:
+    """Validate configuration ``text``; ``source`` names it in ``BourseConfig`` and errors."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, None, _toml_problem(str(exc))) from None
+    try:
+        raw = msgspec.convert(document, ConfigFile)
+    except msgspec.ValidationError as exc:
+        key, problem = _explain(str(exc), document)
+        raise ConfigError(source, key, problem) from None
+    market = _build_market(raw, source)
+    sections = {name: getattr(raw, name) for name in _Sections.__struct_fields__}
+    return BourseConfig(source=source, market=market, digest=market.digest(), **sections)
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _toml_problem(message: str) -> str:
+    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
+    if m:
+        return f"line {m[2]}, column {m[3]}: invalid TOML: {m[1]}"
+    m = re.fullmatch(r"(.*) \(at end of document\)", message, re.DOTALL)
+    if m:
+        return f"end of document: invalid TOML: {m[1]}"
+    return f"invalid TOML: {message}"
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion of the reference data into integer units.
+
+
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,19}")
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,31}")
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_ISIN_RE = re.compile(r"[A-Z]{2}[A-Z0-9]{9}[0-9]")
+_DECIMAL_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+_STP = {
+    "none": StpMode.NONE,
+    "cancel_resting": StpMode.CANCEL_RESTING,
+    "cancel_incoming": StpMode.CANCEL_INCOMING,
+    "cancel_both": StpMode.CANCEL_BOTH,
+}
+
+
+class _Fail(Exception):
+    """Internal: a problem with one key; turned into ConfigError with the file name."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(key, problem)
+        self.key = key
+        self.problem = problem
+
+
+def _build_market(raw: ConfigFile, source: str) -> MarketRefData:
+    try:
+        decimals = raw.market.price_decimals
+        instruments = []
+        seen_symbols: dict[str, int] = {}
+        for i, section in enumerate(raw.instruments):
+            where = f"instruments[{i}]"
+            instrument = _build_instrument(section, decimals, where)
+            if instrument.symbol in seen_symbols:
+                raise _Fail(
+                    f"{where}.symbol",
+                    f"duplicate symbol {instrument.symbol!r} (already defined at "
+                    f"instruments[{seen_symbols[instrument.symbol]}])",
+                )
+            seen_symbols[instrument.symbol] = i
+            instruments.append(instrument)
+        firms = []
+        seen_firms: dict[str, int] = {}
+        seen_accounts: dict[str, str] = {}
+        for i, section in enumerate(raw.firms):
+            where = f"firms[{i}]"
+            firm = _build_firm(section, decimals, where)
+            if firm.id in seen_firms:
+                raise _Fail(
+                    f"{where}.id",
+                    f"duplicate firm id {firm.id!r} (already defined at firms[{seen_firms[firm.id]}])",
+                )
+            seen_firms[firm.id] = i
+            for j, account in enumerate(firm.accounts):
+                if account in seen_accounts:
+                    raise _Fail(
+                        f"{where}.accounts[{j}]",
+                        f"duplicate account {account!r} (already an account of firm "
+                        f"{seen_accounts[account]!r})",
+                    )
+                seen_accounts[account] = firm.id
+            firms.append(firm)
+    except _Fail as fail:
+        raise ConfigError(source, fail.key, fail.problem) from None
+    return MarketRefData(price_decimals=decimals, instruments=tuple(instruments), firms=tuple(firms))
+
+
+def _build_instrument(s: InstrumentSection, decimals: int, where: str) -> Instrument:
+    _check_name(s.symbol, _SYMBOL_RE, f"{where}.symbol",
+                "a symbol: 1 to 20 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    _check_text(s.name, f"{where}.name")
+    if s.isin:
+        _check_isin(s.isin, f"{where}.isin")
+    _check_name(s.currency, _CURRENCY_RE, f"{where}.currency",
+                "an ISO 4217 currency code: three upper-case letters such as \"RUB\"")
+
+    tick = _to_units(s.tick_size, decimals, f"{where}.tick_size")
+    if tick <= 0:
+        raise _Fail(f"{where}.tick_size", f"must be > 0, got {_show(s.tick_size)}")
+    ref = _to_units(s.reference_price, decimals, f"{where}.reference_price")
+    if ref <= 0:
+        raise _Fail(f"{where}.reference_price", f"must be > 0, got {_show(s.reference_price)}")
+    if ref % tick:
+        raise _Fail(
+            f"{where}.reference_price",
+            f"must be a multiple of tick_size {_show(s.tick_size)}, got {_show(s.reference_price)}",
+        )
+
+    pct = _to_decimal(s.price_band_pct, f"{where}.price_band_pct")
+    if not 0 < pct < 100:
+        raise _Fail(
+            f"{where}.price_band_pct",
+            f"must be > 0 and < 100 (percent), got {_show(s.price_band_pct)}",
+        )
+    num, den = pct.as_integer_ratio()
+    # low = ref * (100 - pct) / 100 rounded up to a tick; high = ref * (100 + pct) / 100 rounded down.
+    scale = 100 * den * tick
+    band_low = -((-ref * (100 * den - num)) // scale) * tick
+    band_high = (ref * (100 * den + num)) // scale * tick
+    if band_low <= 0:
+        raise _Fail(f"{where}.price_band_pct", "the lower band limit rounds to a price <= 0")
+    if band_high > INT64_MAX:
+        raise _Fail(f"{where}.reference_price", "the upper band limit does not fit in 64 bits")
+    return Instrument(
+        symbol=s.symbol,
+        name=s.name,
+        tick=tick,
+        lot=s.lot_size,
+        ref_price=ref,
+        band_low=band_low,
+        band_high=band_high,
+        isin=s.isin,
+        currency=s.currency,
+    )
+
+
+def _build_firm(s: FirmSection, decimals: int, where: str) -> Firm:
+    _check_name(s.id, _SYMBOL_RE, f"{where}.id",
+                "a firm id: 1 to 20 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    _check_text(s.name, f"{where}.name")
+    limit = _to_units(s.credit_limit, decimals, f"{where}.credit_limit")
+    if limit < 0:
+        raise _Fail(f"{where}.credit_limit", f"must be >= 0, got {_show(s.credit_limit)}")
+    seen: set[str] = set()
+    for j, account in enumerate(s.accounts):
+        _check_name(account, _ACCOUNT_RE, f"{where}.accounts[{j}]",
+                    "an account: 1 to 32 letters, digits, '.', '_', '/' or '-', "
+                    "starting with a letter or digit")
+        if account in seen:
+            raise _Fail(f"{where}.accounts[{j}]", f"duplicate account {account!r}")
+        seen.add(account)
+    return Firm(
+        id=s.id,
+        name=s.name,
+        credit_limit=limit,
+        stp=_STP[s.self_trade_prevention],
+        accounts=tuple(s.accounts),
+    )
+
+
+def _check_name(value: str, pattern: re.Pattern[str], key: str, expected: str) -> None:
+    if not pattern.fullmatch(value):
+        raise _Fail(key, f"expected {expected}, got {value!r}")
+
+
+def _check_text(value: str, key: str) -> None:
+    if not value.strip():
+        raise _Fail(key, "must not be empty")
+
+
+def _check_isin(value: str, key: str) -> None:
+    if not _ISIN_RE.fullmatch(value):
+        raise _Fail(
+            key,
+            f"expected an ISIN: 2 letters, 9 letters or digits and a check digit, got {value!r}",
+        )
+    digits = "".join(str(int(c, 36)) for c in value)
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    if total % 10:
+        raise _Fail(key, f"ISIN {value!r} has a wrong check digit")
+
+
+def _show(value: DecimalText) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _to_decimal(value: DecimalText, key: str) -> decimal.Decimal:
+    if isinstance(value, float):
+        name = key.rsplit(".", 1)[-1]
+        raise _Fail(
+            key,
+            f"a TOML float ({value!r}) is not accepted for a decimal value because binary floats "
+            f"are inexact; quote it as a string: {name} = \"{value!r}\"",
+        )
+    if isinstance(value, int):
+        return decimal.Decimal(value)
+    if not _DECIMAL_RE.fullmatch(value):
+        raise _Fail(
+            key,
+            f"expected a decimal number written as a string of digits with an optional '.' and "
+            f"fraction, such as \"0.01\", got {value!r}",
+        )
+    return decimal.Decimal(value)
+
+
+def _to_units(value: DecimalText, decimals: int, key: str) -> int:
+    """Exact conversion of a currency amount to price units (10**-decimals of the currency)."""
+    num, den = _to_decimal(value, key).as_integer_ratio()
+    scaled = num * 10**decimals
+    if scaled % den:
+        raise _Fail(
+            key,
+            f"{_show(value)} is not exact at price_decimals = {decimals} "
+            f"(the smallest price unit is {decimal.Decimal(1).scaleb(-decimals)})",
+        )
+    units = scaled // den
+    if abs(units) > INT64_MAX:
+        raise _Fail(key, f"{_show(value)} is too large: it does not fit in 64 bits as price units")
+    return units
+
+
+# --------------------------------------------------------------------------------------------
+# Turning msgspec validation errors into "<key path>: <problem>".
+
+_TYPE_WORDS = {
+    "int": "an integer",
+    "str": "a string",
+    "float": "a float",
+    "bool": "a boolean",
+    "array": "an array",
+    "object": "a table",
+    "datetime": "a date-time",
+    "date": "a date",
+    "time": "a time",
+    "null": "null",
+}
+
+
+def _explain(message: str, document: Any) -> tuple[str, str]:
+    """Map msgspec's ``<what> - at `$.a[0].b``` to (``a[0].b``, readable problem)."""
+    m = re.fullmatch(r"(.*?)(?: - at `\$(.*)`)?", message, re.DOTALL)
+    what, raw_path = m[1], m[2] or ""
+    tokens: list[str | int] = [
+        t[0] if t[0] else int(t[1]) for t in re.findall(r"\.([^.\[]+)|\[(\d+)\]", raw_path)
+    ]
+    node = _type_at(tokens)
+    value = _value_at(document, tokens)
+
+    if m2 := re.fullmatch(r"Object contains unknown field `(.*)`", what):
+        field = m2[1]
+        known = _fields(node)
+        problem = "unknown key"
+        close = difflib.get_close_matches(field, known, n=1)
+        if close:
+            problem += f" (did you mean {close[0]!r}?)"
+        if known:
+            problem += "; expected one of: " + ", ".join(known)
+        return _join(tokens + [field]), problem
+    if m2 := re.fullmatch(r"Object missing required field `(.*)`", what):
+        return _join(tokens + [m2[1]]), "required key is missing"
+    if what.startswith("Invalid enum value"):
+        allowed = getattr(node, "values", None)
+        if allowed:
+            return _join(tokens), (
+                "expected one of " + ", ".join(repr(v) for v in allowed) + f", got {value!r}"
+            )
+        return _join(tokens), _lower(what)
+    if m2 := re.fullmatch(r"Expected `([^`]*)`, got `([^`]*)`", what):
+        return _join(tokens), f"expected {_describe(m2[1], node, tokens)}, got {_word(m2[2])}"
+    if m2 := re.fullmatch(r"Expected `([^`]*)` (.*)", what, re.DOTALL):
+        shown = f"{len(value)} entries" if isinstance(value, (list, tuple)) else repr(value)
+        return _join(tokens), f"expected {_describe(m2[1], node, tokens)} {m2[2]}, got {shown}"
+    m2 = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*): (.*)", what, re.DOTALL)
+    if m2 and m2[1] in _fields(node):
+        # A __post_init__ check that names the offending field of its struct.
+        return _join(tokens + [m2[1]]), m2[2]
+    return _join(tokens), _lower(what)
+
+
+def _join(tokens: list[str | int]) -> str:
+    out = ""
+    for t in tokens:
+        out += f"[{t}]" if isinstance(t, int) else (f".{t}" if out else t)
+    return out
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _word(name: str) -> str:
+    return _TYPE_WORDS.get(name, f"`{name}`")
+
+
+def _describe(expected: str, node: Any, tokens: list[str | int]) -> str:
+    parts = set(expected.split(" | "))
+    if parts == {"int", "float", "str"}:
+        return 'a decimal number as a quoted string (such as "0.01") or an integer'
+    top = tokens[0] if len(tokens) == 1 and isinstance(tokens[0], str) else None
+    if isinstance(node, msgspec.inspect.StructType) and top:
+        return f"a table ([{top}])"
+    if (
+        isinstance(node, (msgspec.inspect.VarTupleType, msgspec.inspect.ListType))
+        and isinstance(node.item_type, msgspec.inspect.StructType)
+        and top
+    ):
+        return f"an array of tables ([[{top}]])"
+    return " or ".join(_word(p) for p in expected.split(" | "))
+
+
+def _fields(node: Any) -> list[str]:
+    if isinstance(node, msgspec.inspect.StructType):
+        return [f.encode_name for f in node.fields]
+    return []
+
+
+def _type_at(tokens: list[str | int]) -> Any:
+    node: Any = msgspec.inspect.type_info(ConfigFile)
+    for t in tokens:
+        if isinstance(t, int):
+            node = getattr(node, "item_type", None)
+        elif isinstance(node, msgspec.inspect.StructType):
+            node = next((f.type for f in node.fields if f.encode_name == t), None)
+        else:
+            node = None
+        if node is None:
+            return None
+    return node
+
+
+def _value_at(document: Any, tokens: list[str | int]) -> Any:
+    value = document
+    for t in tokens:
+        try:
+            value = value[t]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value

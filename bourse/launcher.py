@@ -1,0 +1,116 @@
+"""``bourse up``: the whole local exchange as a set of supervised processes.
+
+Contract:
+- Components start in dependency order (the engine first: every other component connects to it),
+  each as its own process running ``python -m bourse <component>`` with the same configuration,
+  exactly as they would run on separate hosts. Each is awaited until it prints its READY line.
+- The endpoints of every component are printed once all are up.
+- Ctrl-C or SIGTERM stops the components in reverse order (SIGTERM, then SIGKILL after a grace
+  period) and exits 0. If any component exits on its own, the others are stopped and the exit
+  status is 1, with the component and its status named.
+- Component logs (stderr) pass through, so alerts are visible on the operator's terminal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+#: Components in start order. Later issues add the gateway, market data and index server here.
+COMPONENTS = ("engine",)
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+class _Child:
+    def __init__(self, name: str, config: str | None) -> None:
+        cmd = [sys.executable, "-m", "bourse", name]
+        if config:
+            cmd += ["--config", config]
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.ready: dict | None = None
+
+    def wait_ready(self, timeout: float) -> dict | None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=0.2):
+                    if self.proc.poll() is not None:
+                        return None
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    return None
+                if line.startswith("READY "):
+                    self.ready = json.loads(line[6:])
+                    return self.ready
+                sys.stdout.write(line)
+        finally:
+            sel.close()
+        return None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def run_up(config: str | None) -> int:
+    stop_requested = False
+
+    def on_signal(signum, frame):
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    children: list[_Child] = []
+    status = 0
+    try:
+        for name in COMPONENTS:
+            child = _Child(name, config)
+            children.append(child)
+            info = child.wait_ready(READY_TIMEOUT_S)
+            if info is None:
+                code = child.proc.poll()
+                print(f"bourse up: {name} did not start"
+                      + (f" (exit status {code})" if code is not None else " in time"),
+                      file=sys.stderr)
+                return 1
+        print("Bourse is up:")
+        for child in children:
+            eps = {k: v for k, v in child.ready.items() if k != "component"}
+            print(f"  {child.name:<12} " + "  ".join(f"{k}={v}" for k, v in eps.items()))
+        print("Press Ctrl-C to stop.", flush=True)
+        while not stop_requested:
+            for child in children:
+                code = child.proc.poll()
+                if code is not None:
+                    print(f"bourse up: {child.name} exited with status {code}; stopping",
+                          file=sys.stderr)
+                    status = 1
+                    stop_requested = True
+                    break
+            time.sleep(0.2)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if status == 0 and stop_requested:
+            print("Bourse stopped.", flush=True)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_up(os.environ.get("BOURSE_CONFIG")))

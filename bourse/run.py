@@ -1,0 +1,76 @@
+"""Running one component as a process: event loop, signals, the READY line.
+
+Every component process prints exactly one line ``READY {json}`` on stdout once it listens
+(the launcher and the integration tests read it to learn the actual ports), logs to stderr, and
+stops cleanly on SIGINT or SIGTERM with exit status 0. A component that cannot start prints one
+line naming the cause and exits with status 1.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from bourse.config import BourseConfig
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def announce(component: str, **endpoints) -> None:
+    print("READY " + json.dumps({"component": component, **endpoints}, sort_keys=True),
+          flush=True)
+
+
+def run_loop(main) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+async def wait_for_stop() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run_engine(cfg: BourseConfig) -> int:
+    from engine.server import EngineServer, StartupError
+
+    setup_logging()
+    log = logging.getLogger("bourse.engine")
+
+    async def main() -> int:
+        server = EngineServer(cfg)
+        try:
+            server.recover()
+            await server.start()
+        except StartupError as exc:
+            print(f"bourse engine: cannot start: {exc}", file=sys.stderr)
+            return 1
+        host = cfg.engine.host
+        log.info("engine release %s, config %s (digest %s), journal %s, fsync %s",
+                 _release(), cfg.source, cfg.digest[:16], cfg.engine.journal_dir, cfg.engine.fsync)
+        announce("engine", order_entry=f"{host}:{server.order_entry_port}",
+                 replication=f"{host}:{server.replication_port}",
+                 next_cmd_seq=server.engine.next_cmd_seq,
+                 next_event_seq=server.engine.next_event_seq)
+        await wait_for_stop()
+        log.info("stopping")
+        await server.close()
+        return 1 if server.failed else 0
+
+    return run_loop(main)
+
+
+def _release() -> str:
+    from bourse import RELEASE
+    return RELEASE

@@ -1,0 +1,1 @@
+"""Bourse core trade engine: deterministic matching fed by a sequenced, journaled command log."""
