@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in main_cmds:
         k = c.__class__.__name__
         if c.__class__ is NewOrder:
-            k = "NewOrder(IOC)" if c.tif == 3 else ("NewOrder(FOK)" if c.tif == 4 else "NewOrder(day)")
+            k = {3: "NewOrder(IOC)", 4: "NewOrder(FOK)"}.get(c.tif, "NewOrder(day)")
         kinds[k] = kinds.get(k, 0) + 1
     print(f"python {sys.version.split()[0]}; {len(refdata.instruments)} instruments, "
           f"{len(refdata.firms)} firms; prefill {len(prefill)} orders; {n} commands "

@@ -41,7 +41,7 @@ def bench_config(tmp: Path, fsync: str) -> Path:
     text = re.sub(r"(?m)^journal_dir\s*=.*$", f'journal_dir = "{tmp / "journal"}"', text)
     text = re.sub(r'(?m)^fsync\s*=.*$', f'fsync = "{fsync}"', text)
     # Credit limits high enough that the benchmark measures matching, not risk rejects.
-    text = re.sub(r'(?m)^credit_limit\s*=.*$', 'credit_limit = "1000000000000000"', text)
+    text = re.sub(r'(?m)^credit_limit\s*=.*$', 'credit_limit = "100000000000000"', text)
     path = tmp / "bench.toml"
     path.write_text(text)
     return path

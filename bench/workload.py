@@ -69,6 +69,7 @@ class _Generator:
         self.refdata = refdata
         self.shadow = Engine(refdata)
         self.instruments = list(refdata.instruments)
+        self.by_symbol = {i.symbol: i for i in refdata.instruments}
         # (session, firm, account) triples
         self.traders = []
         for f in refdata.firms:
@@ -86,11 +87,10 @@ class _Generator:
         eng = self.shadow
         events = eng.apply(SequencedCommand(eng.next_cmd_seq, 0, "", 0, cmd))
         self.out.append(cmd)
-        orders = eng._orders
         for e in events:
             cls = e.__class__
             if cls is OrderAccepted:
-                if e.order_id in orders:
+                if eng.order(e.order_id) is not None:      # it rests
                     self._add(e.order_id)
             elif cls is Trade:
                 if e.buy_leaves == 0:
@@ -157,7 +157,7 @@ class _Generator:
     def _pick(self):
         if not self.live:
             return None
-        return self.shadow._orders[self.live[self.rnd.randrange(len(self.live))]]
+        return self.shadow.order(self.live[self.rnd.randrange(len(self.live))])
 
     def cancel(self) -> None:
         o = self._pick()
@@ -174,7 +174,7 @@ class _Generator:
         if o is None:
             return self.new_order()
         rnd = self.rnd
-        inst = o.book.instrument
+        inst = self.by_symbol[o.instrument]
         tick = inst.tick
         price = o.price
         qty = o.qty
@@ -196,7 +196,7 @@ class _Generator:
                         price = opp + tick
                 price = min(max(price, inst.band_low), inst.band_high)
             if what >= 40 or price == o.price:   # change the size
-                cum = o.qty - o.leaves
+                cum = o.cum_qty
                 leaves = o.leaves + rnd.choice((-2, -1, 1, 2)) * inst.lot
                 if leaves <= 0:
                     leaves = inst.lot * rnd.randint(1, 5)
@@ -223,7 +223,8 @@ class _Generator:
         if r < P_NEW + P_CANCEL:
             # new vs cancel share (9:6 at the target population) leans towards the target
             live = len(self.live)
-            p_new = (P_NEW * 1000 + (self.target - live) * 40000 // self.target) // (P_NEW + P_CANCEL)
+            lean = (self.target - live) * 40000 // self.target
+            p_new = (P_NEW * 1000 + lean) // (P_NEW + P_CANCEL)
             if rnd.randrange(1000) < p_new:
                 self.new_order(aggressive=rnd.randrange(100) < P_NEW_AGGRESSIVE)
             else:

@@ -26,32 +26,49 @@ READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the launcher dies, so no component is left orphaned."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _Child:
     def __init__(self, name: str, config: str | None) -> None:
         cmd = [sys.executable, "-m", "bourse", name]
         if config:
             cmd += ["--config", config]
         self.name = name
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
         self.ready: dict | None = None
 
     def wait_ready(self, timeout: float) -> dict | None:
+        """Pass the child's stdout through until its READY line (read raw: nothing buffered)."""
+        fd = self.proc.stdout.fileno()
         sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
+        pending = b""
         try:
             while time.monotonic() < deadline:
                 if not sel.select(timeout=0.2):
                     if self.proc.poll() is not None:
                         return None
                     continue
-                line = self.proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     return None
-                if line.startswith("READY "):
-                    self.ready = json.loads(line[6:])
-                    return self.ready
-                sys.stdout.write(line)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace")
+                    if line.startswith("READY "):
+                        self.ready = json.loads(line[6:])
+                        return self.ready
+                    print(line)
         finally:
             sel.close()
         return None
@@ -93,7 +110,9 @@ def run_up(config: str | None) -> int:
         for child in children:
             eps = {k: v for k, v in child.ready.items() if k != "component"}
             print(f"  {child.name:<12} " + "  ".join(f"{k}={v}" for k, v in eps.items()))
-        print("Press Ctrl-C to stop.", flush=True)
+        print("Press Ctrl-C to stop.")
+        print("READY " + json.dumps({c.name: {k: v for k, v in c.ready.items() if k != "component"}
+                                     for c in children}, sort_keys=True), flush=True)
         while not stop_requested:
             for child in children:
                 code = child.proc.poll()

@@ -42,7 +42,7 @@ class Order:
 
     def __init__(self, order_id: int, session: str, firm: str, account: str, cl_ord_id: str,
                  instrument: str, side: int, ord_type: int, tif: int, price: int, qty: int,
-                 book: "Book | None" = None, risk=None, ids: dict | None = None) -> None:
+                 book: "Book | None" = None, risk=None) -> None:
         self.order_id = order_id
         self.session = session
         self.firm = firm
@@ -59,11 +59,11 @@ class Order:
         self.level: Level | None = None   # the level it rests in, None when not resting
         self.book = book
         self.risk = risk            # engine.risk.FirmRisk of its firm
-        self.ids = ids              # the per-session cl_ord_id dict its current id lives in
+        self.ids: dict | None = None   # the session dict its current cl_ord_id is live in
 
     @property
     def cum_qty(self) -> int:
-        """Executed quantity (cancelled quantity is not executed: qty = cum + leaves while live)."""
+        """Executed quantity of a live order (qty = cum + leaves; leaves is 0 once dead)."""
         return self.qty - self.leaves
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
@@ -91,16 +91,19 @@ class Level:
 class Book:
     """The order book of one instrument (see the module docstring for the invariants)."""
 
-    __slots__ = ("instrument", "symbol", "tick", "lot", "band_low", "band_high", "halted",
-                 "levels", "bid_keys", "ask_keys")
+    __slots__ = ("instrument", "symbol", "tick", "lot", "band_low", "band_high", "min_price",
+                 "halted", "levels", "bid_keys", "ask_keys")
 
     def __init__(self, instrument: Instrument) -> None:
         self.instrument = instrument
         self.symbol = instrument.symbol
-        self.tick = instrument.tick
-        self.lot = instrument.lot
+        # a tick or lot below 1 would make every price / quantity check meaningless (and divide
+        # by zero): such reference data is treated as tick / lot 1
+        self.tick = instrument.tick if instrument.tick > 0 else 1
+        self.lot = instrument.lot if instrument.lot > 0 else 1
         self.band_low = instrument.band_low
         self.band_high = instrument.band_high
+        self.min_price = max(instrument.band_low, 1)   # lowest acceptable limit price
         self.halted = False
         self.levels: dict[int, Level] = {}
         self.bid_keys: list[int] = []   # ascending; best bid (highest price) last

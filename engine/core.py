@@ -3,49 +3,57 @@
 Contract (``Engine.apply``):
 - Input is a ``SequencedCommand`` whose ``seq`` must equal ``next_cmd_seq`` (anything else is a
   sequencer bug and raises ``ValueError``). Otherwise ``apply`` never raises for client input:
-  bad input becomes reject events. Every command yields at least one event; the events of one
-  command carry consecutive ``seq`` values starting at ``next_event_seq``, ``cmd_seq=sc.seq``
-  and ``ts=sc.ts`` (the engine never reads a clock).
+  bad input becomes reject events (an unknown command type becomes an Alert). Every command
+  yields at least one event; the events of one command carry consecutive ``seq`` values starting
+  at ``next_event_seq``, ``cmd_seq=sc.seq`` and ``ts=sc.ts`` (the engine never reads a clock).
+  ``last_req[origin]`` keeps the highest non-zero ``req_id`` applied per origin.
 - Determinism: integers only, no floats, no wall clock, no iteration over sets, nothing that
   depends on hash seeds. The same command list gives byte-identical encoded events.
-- Ids: order ids and trade ids are integers from 1, assigned in sequence. A ``cl_ord_id`` may be
-  used once per session: every non-empty id of a new order, cancel or replace request is
-  recorded when the command is processed (whatever its outcome) and a later reuse is rejected
-  with DUPLICATE_CL_ORD_ID. The empty id is "no id": never recorded, never found.
+- Ids: order ids (given on acceptance) and trade ids are integers from 1, in sequence. A
+  ``cl_ord_id`` may be used once per session: every non-empty id of a new order, cancel or
+  replace request is recorded when the command is processed (whatever its outcome) and a later
+  reuse is rejected with DUPLICATE_CL_ORD_ID. The empty id is "no id": never recorded or found.
+- Texts: reject texts are ``REJECT_TEXT[reason]``; cancels carry the CancelReason code only
+  (``CANCEL_TEXT`` maps it). ``OrderCancelled.cl_ord_id`` is the cancel request's id (REQUESTED)
+  or the mass cancel's id (MASS_CANCEL), "" when unsolicited.
 
 Order entry (NewOrder), checks in this order, first failure wins (OrderRejected):
   duplicate cl_ord_id, unknown instrument, unknown firm, unknown account (only when the firm
   lists accounts), side, ord_type, tif, qty <= 0, qty not a lot multiple, limit price <= 0, off
   tick, outside [band_low, band_high], market halted, instrument halted, firm halted, credit.
-  Accepted: OrderAccepted, then one Trade per fill (at the resting order's price; leaves after
-  the fill), then OrderCancelled for an unfilled remainder of an IOC (IOC_REMAINDER), a market
-  order of any tif (NO_LIQUIDITY; it matches up to band_high for a buy / band_low for a sell),
-  a self-trade stop (SELF_TRADE); a day limit remainder rests. FOK: the full quantity must be
-  available at acceptable prices before the book is touched (own-firm orders are skipped under
-  CANCEL_RESTING, end the walk under CANCEL_INCOMING/CANCEL_BOTH), else OrderAccepted +
-  OrderCancelled(FOK_UNFILLED) and the book is untouched.
+  Accepted: OrderAccepted (price 0 for a market order), then one Trade per fill (at the resting
+  order's price; both orders' leaves after the fill) -- with any self-trade cancels of resting
+  orders where they happen --, then OrderCancelled for an unfilled remainder: IOC_REMAINDER for
+  an IOC, NO_LIQUIDITY for a market order of any tif (it matches up to band_high for a buy,
+  down to band_low for a sell), SELF_TRADE after a self-trade stop; a day limit remainder rests.
+  FOK: the full quantity must be available at acceptable prices before the book is touched
+  (own-firm orders are skipped under CANCEL_RESTING, end the walk under CANCEL_INCOMING /
+  CANCEL_BOTH), else OrderAccepted + OrderCancelled(FOK_UNFILLED) and the book is untouched.
 Matching: price-time priority; the incoming order takes the best opposite level, oldest first.
   Self-trade prevention uses the incoming firm's ``stp``: CANCEL_RESTING cancels the resting
   order (SELF_TRADE) and goes on, CANCEL_INCOMING stops and cancels the incoming remainder,
   CANCEL_BOTH does both, NONE trades.
 Cancel: by ``order_id`` (takes precedence) or by the order's *current* cl_ord_id in the
   request's session; the order must belong to the request's firm. Checks: duplicate id,
-  unknown order, not owner. Allowed while halted.
+  unknown order, not owner. Allowed while halted. Events: OrderCancelled, BookUpdate.
 Replace: same lookup; checks: duplicate id, unknown order, not owner, market / instrument /
   firm halted, price <= 0, off tick, outside band, qty <= 0, lot, new leaves (qty - executed)
   <= 0, nothing to change, credit on the increase. A price change or a quantity increase loses
-  time priority; a pure decrease keeps it. A crossing price matches as an aggressor.
-  Events: OrderReplaced, Trades / cancels, BookUpdate. Failures: CancelRejected(is_replace).
+  time priority (back of the new level); a pure decrease keeps it. A crossing price matches as
+  an aggressor. Events: OrderReplaced (the new id becomes the order's current id), Trades /
+  self-trade cancels, BookUpdate. Failures: CancelRejected(is_replace=True).
+CancelRejected.order_id is the order's id once it is found and owned by the firm, else 0.
 MassCancel: all non-empty filters (firm, target_session, instrument) must match; none set ->
   MassCancelReport(INVALID_COMMAND); unknown firm / instrument filter -> report with
   UNKNOWN_FIRM / UNKNOWN_INSTRUMENT. Otherwise OrderCancelled(MASS_CANCEL) per order in order_id
-  order, MassCancelReport(cancelled=n, reason 0), BookUpdates.
+  order, MassCancelReport(cancelled=n, reason 0, text ""), BookUpdates.
 SetHalt: market / instrument halts reject new orders and replaces; a firm halt also cancels
-  all the firm's open orders (FIRM_HALTED). Events: the cancels, TradingStatus, BookUpdates.
-  Unknown target or scope -> Alert (source "engine", severity "warning").
-BookUpdate: at most one per command per instrument, after the command's other events for that
-  instrument, listing each changed level once (side, price, qty, count; qty 0 = gone) in the
-  order the levels were first touched; instruments in first-touched order.
+  all the firm's open orders (FIRM_HALTED) in order_id order. Events: the cancels,
+  TradingStatus(cancelled=n), BookUpdates. Unknown target or scope -> Alert (source "engine",
+  severity "warning"). SetCreditLimit -> CreditLimitChanged (unknown firm -> Alert).
+BookUpdate: at most one per command per instrument, after the command's other events, listing
+  each changed level once (side, price, qty, count; qty 0 = gone) in the order the levels were
+  first touched; instruments in first-touched order; none when no level changed.
 Credit: see ``engine.risk``.
 """
 from __future__ import annotations
@@ -64,7 +72,7 @@ from engine.events import (
     Alert, BookUpdate, CancelRejected, CreditLimitChanged, Event, MassCancelReport,
     OrderAccepted, OrderCancelled, OrderRejected, OrderReplaced, TradingStatus, Trade,
 )
-from engine.reasons import CANCEL_TEXT, REJECT_TEXT, CancelReason, RejectReason
+from engine.reasons import REJECT_TEXT, CancelReason, RejectReason
 from engine.refdata import MarketRefData, StpMode
 from engine.risk import FirmRisk
 
@@ -90,9 +98,6 @@ C_MASS = int(C.MASS_CANCEL)
 C_FIRM = int(C.FIRM_HALTED)
 C_NOLIQ = int(C.NO_LIQUIDITY)
 _RTEXT = {int(k): v for k, v in REJECT_TEXT.items()}
-_CTEXT = {int(k): v for k, v in CANCEL_TEXT.items()}
-#: Text of a CancelReason code (the events carry the code only; gateways map it with this).
-CANCEL_REASON_TEXT = _CTEXT
 
 
 class OpenOrder(msgspec.Struct, frozen=True, array_like=True):
@@ -120,8 +125,24 @@ def _level_tuple(levels: dict, key: int) -> tuple[int, int, int, int]:
     return (lvl.side, lvl.price, lvl.qty, len(lvl.orders))
 
 
+class _Session:
+    """cl_ord_id tables of one session: every id ever used, and the current ids of live orders."""
+
+    __slots__ = ("used", "live")
+
+    def __init__(self) -> None:
+        self.used: dict[str, None] = {}     # membership only (an insertion-ordered set)
+        self.live: dict[str, Order] = {}    # current cl_ord_id -> open order
+
+
 class Engine:
-    """The deterministic matching state machine (see the module docstring)."""
+    """The deterministic matching state machine (see the module docstring).
+
+    Public state: ``next_cmd_seq``, ``next_event_seq``, ``last_req``. Queries (read only, for
+    tests, snapshots and monitoring): ``book_levels``, ``best``, ``open_orders``, ``order``,
+    ``open_order_count``, ``level_count``, ``exposure``, ``credit_limit``, ``halted``,
+    ``state_digest``.
+    """
 
     def __init__(self, refdata: MarketRefData) -> None:
         self.refdata = refdata
@@ -131,7 +152,7 @@ class Engine:
         self._books: dict[str, Book] = {i.symbol: Book(i) for i in refdata.instruments}
         self._firms: dict[str, FirmRisk] = {f.id: FirmRisk(f) for f in refdata.firms}
         self._orders: dict[int, Order] = {}          # open orders, in order_id order
-        self._ids: dict[str, dict[str, Order | None]] = {}   # session -> used cl_ord_ids
+        self._sessions: dict[str, _Session] = {}     # session -> its cl_ord_id tables
         self._next_oid = 1
         self._next_tid = 1
         self._market_halted = False
@@ -151,12 +172,11 @@ class Engine:
         if cs != self.next_cmd_seq:
             raise ValueError(f"command seq {cs} applied, {self.next_cmd_seq} expected")
         cmd = sc.cmd
-        handler = self._dispatch.get(cmd.__class__)
-        if handler is None:
-            events = [Alert(self.next_event_seq, cs, sc.ts, "engine", "warning",
-                            f"unsupported command {cmd.__class__.__name__}")]
-        else:
-            events = handler(cmd, cs, sc.ts, self.next_event_seq)
+        try:
+            handler = self._dispatch[cmd.__class__]
+        except KeyError:
+            handler = self._unsupported
+        events = handler(cmd, cs, sc.ts, self.next_event_seq)
         self.next_cmd_seq = cs + 1
         self.next_event_seq += len(events)
         req = sc.req_id
@@ -167,17 +187,22 @@ class Engine:
                 last[origin] = req
         return events
 
+    def _unsupported(self, cmd, cs: int, ts: int, seq: int) -> list[Event]:
+        return self._alert(cs, ts, seq, f"unsupported command {cmd.__class__.__name__}")
+
     # ------------------------------------------------------------------ NewOrder
     def _new_order(self, cmd: NewOrder, cs: int, ts: int, seq: int) -> list[Event]:
         session = cmd.session
         clid = cmd.cl_ord_id
-        ids = self._ids.get(session)
-        if ids is None:
-            ids = self._ids[session] = {}
+        try:
+            sess = self._sessions[session]
+        except KeyError:
+            sess = self._sessions[session] = _Session()
         if clid:
-            if clid in ids:
+            used = sess.used
+            if clid in used:
                 return self._order_reject(cmd, cs, ts, seq, R_DUP)
-            ids[clid] = None
+            used[clid] = None
         sym = cmd.instrument
         book = self._books.get(sym)
         if book is None:
@@ -229,9 +254,7 @@ class Engine:
         # accepted
         oid = self._next_oid
         self._next_oid = oid + 1
-        o = Order(oid, session, firm, account, clid, sym, side, ot, tif, price, qty, book, fr, ids)
-        if clid:
-            ids[clid] = o
+        o = Order(oid, session, firm, account, clid, sym, side, ot, tif, price, qty, book, fr)
         fr.open += notional
         ev = [OrderAccepted(seq, cs, ts, oid, session, firm, account, clid, sym, side, ot, tif,
                             price, qty)]
@@ -283,6 +306,10 @@ class Engine:
                 lvl.qty += leaves
                 o.level = lvl
                 self._orders[oid] = o
+                if clid:
+                    live = sess.live
+                    live[clid] = o
+                    o.ids = live
                 if touched is None:
                     ev.append(BookUpdate(seq, cs, ts, sym,
                                          ((side, price, lvl.qty, len(lvl.orders)),)))
@@ -344,7 +371,6 @@ class Engine:
             if key < thr:
                 break
             lvl = levels[key]
-            touched[key] = None
             lo = lvl.orders
             px = lvl.price
             while lo:
@@ -356,18 +382,23 @@ class Engine:
                     if stp == STP_INCOMING:
                         stop = True
                         break
+                    touched[key] = None
                     del lo[rid]
                     del orders[rid]
                     lvl.qty -= rl
                     fr.open -= px * rl
                     r.leaves = 0
                     r.level = None
+                    if r.ids is not None:
+                        del r.ids[r.cl_ord_id]
+                        r.ids = None
                     ev.append(OrderCancelled(seq, cs, ts, rid, r.session, "", sym, rl, C_STP))
                     seq += 1
                     if stp == STP_BOTH:
                         stop = True
                         break
                     continue
+                touched[key] = None
                 q = leaves if leaves < rl else rl
                 leaves -= q
                 rl -= q
@@ -388,6 +419,9 @@ class Engine:
                     del lo[rid]
                     del orders[rid]
                     r.level = None
+                    if r.ids is not None:
+                        del r.ids[r.cl_ord_id]
+                        r.ids = None
                 if not leaves:
                     break
             if not lo:
@@ -405,15 +439,6 @@ class Engine:
                           tuple([_level_tuple(levels, key) for key in touched]))
 
     # ------------------------------------------------------------------ CancelOrder
-    def _lookup(self, cmd, ids: dict) -> Order | None:
-        oid = cmd.order_id
-        if oid:
-            return self._orders.get(oid)
-        o = ids.get(cmd.orig_cl_ord_id)
-        if o is not None and o.leaves:
-            return o
-        return None
-
     def _cancel_reject(self, cmd, cs: int, ts: int, seq: int, reason: int, order_id: int,
                        is_replace: bool) -> list:
         reason = int(reason)
@@ -421,22 +446,21 @@ class Engine:
                                order_id, is_replace, reason, _RTEXT[reason])]
 
     def _cancel(self, cmd: CancelOrder, cs: int, ts: int, seq: int) -> list[Event]:
-        session = cmd.session
         clid = cmd.cl_ord_id
-        ids = self._ids.get(session)
-        if ids is None:
-            ids = self._ids[session] = {}
+        try:
+            sess = self._sessions[cmd.session]
+        except KeyError:
+            sess = self._sessions[cmd.session] = _Session()
         if clid:
-            if clid in ids:
+            used = sess.used
+            if clid in used:
                 return self._cancel_reject(cmd, cs, ts, seq, R_DUP, 0, False)
-            ids[clid] = None
+            used[clid] = None
         oid = cmd.order_id
         if oid:
             o = self._orders.get(oid)
         else:
-            o = ids.get(cmd.orig_cl_ord_id)
-            if o is not None and not o.leaves:
-                o = None
+            o = sess.live.get(cmd.orig_cl_ord_id)
         if o is None:
             return self._cancel_reject(cmd, cs, ts, seq, R.UNKNOWN_ORDER, 0, False)
         if o.firm != cmd.firm:
@@ -460,28 +484,30 @@ class Engine:
         del self._orders[oid]
         o.risk.open -= o.price * leaves
         o.leaves = 0
+        if o.ids is not None:
+            del o.ids[o.cl_ord_id]
+            o.ids = None
         sym = o.instrument
         return [OrderCancelled(seq, cs, ts, oid, o.session, clid, sym, leaves, C_REQUESTED),
                 BookUpdate(seq + 1, cs, ts, sym, ((lvl.side, lvl.price, lvl.qty, len(lo)),))]
 
     # ------------------------------------------------------------------ ReplaceOrder
     def _replace(self, cmd: ReplaceOrder, cs: int, ts: int, seq: int) -> list[Event]:
-        session = cmd.session
         clid = cmd.cl_ord_id
-        ids = self._ids.get(session)
-        if ids is None:
-            ids = self._ids[session] = {}
+        try:
+            sess = self._sessions[cmd.session]
+        except KeyError:
+            sess = self._sessions[cmd.session] = _Session()
         if clid:
-            if clid in ids:
+            used = sess.used
+            if clid in used:
                 return self._cancel_reject(cmd, cs, ts, seq, R_DUP, 0, True)
-            ids[clid] = None
+            used[clid] = None
         oid = cmd.order_id
         if oid:
             o = self._orders.get(oid)
         else:
-            o = ids.get(cmd.orig_cl_ord_id)
-            if o is not None and not o.leaves:
-                o = None
+            o = sess.live.get(cmd.orig_cl_ord_id)
         if o is None:
             return self._cancel_reject(cmd, cs, ts, seq, R.UNKNOWN_ORDER, 0, True)
         if o.firm != cmd.firm:
@@ -489,35 +515,18 @@ class Engine:
         oid = o.order_id
         book = o.book
         fr = o.risk
-        reason = 0
         price = cmd.price
         qty = cmd.qty
-        if self._market_halted:
-            reason = R.MARKET_HALTED
-        elif book.halted:
-            reason = R.INSTRUMENT_HALTED
-        elif fr.halted:
-            reason = R.FIRM_HALTED
-        elif price <= 0:
-            reason = R.PRICE_NOT_POSITIVE
-        elif price % book.tick:
-            reason = R.PRICE_OFF_TICK
-        elif price < book.band_low or price > book.band_high:
-            reason = R.PRICE_OUTSIDE_BAND
-        elif qty <= 0:
-            reason = R.QTY_NOT_POSITIVE
-        elif qty % book.lot:
-            reason = R.QTY_NOT_LOT_MULTIPLE
-        if reason:
-            return self._cancel_reject(cmd, cs, ts, seq, reason, oid, True)
         old_qty = o.qty
         old_leaves = o.leaves
-        leaves = qty - old_qty + old_leaves
-        if leaves <= 0:
-            return self._cancel_reject(cmd, cs, ts, seq, R.QTY_BELOW_EXECUTED, oid, True)
         old_price = o.price
-        if price == old_price and qty == old_qty:
-            return self._cancel_reject(cmd, cs, ts, seq, R.NOTHING_TO_CHANGE, oid, True)
+        leaves = qty - old_qty + old_leaves
+        # one test for the common case; _replace_reason finds the first failure in order
+        if (self._market_halted or book.halted or fr.halted or price % book.tick
+                or price < book.min_price or price > book.band_high or qty % book.lot
+                or leaves <= 0 or (price == old_price and qty == old_qty)):
+            return self._cancel_reject(cmd, cs, ts, seq, self._replace_reason(cmd, o), oid,
+                                       True)
         delta = price * leaves - old_price * old_leaves
         if delta > 0 and fr.open + fr.executed + delta > fr.limit:
             return self._cancel_reject(cmd, cs, ts, seq, R.CREDIT_LIMIT, oid, True)
@@ -525,11 +534,14 @@ class Engine:
         # accepted: the new id becomes the order's current id, the old one stays used
         fr.open += delta
         old_clid = o.cl_ord_id
-        if old_clid:
-            o.ids[old_clid] = None
+        if o.ids is not None:
+            del o.ids[old_clid]
         if clid:
-            ids[clid] = o
-            o.ids = ids
+            live = sess.live
+            live[clid] = o
+            o.ids = live
+        else:
+            o.ids = None
         o.cl_ord_id = clid
         o.qty = qty
         sym = o.instrument
@@ -562,54 +574,98 @@ class Engine:
             keys = book.ask_keys
             opp = book.bid_keys
             key = -price
-        if not lo:
+        if lo:
+            spare = None
+            old_state = (side, old_price, lvl.qty, len(lo))
+        else:
+            # the old level is gone: its object is reused below if a new level is needed
             del levels[old_key]
             if keys[-1] == old_key:
                 keys.pop()
             else:
                 del keys[_bisect_left(keys, old_key)]
+            spare = lvl
+            old_state = (side, old_price, 0, 0)
         o.price = price
         o.leaves = leaves
         o.key = key
-        ev = [OrderReplaced(seq, cs, ts, oid, o.session, clid, old_clid, sym, price, qty, leaves,
-                            False)]
-        seq += 1
         if opp and opp[-1] >= -key:
-            o.level = None
-            touched = {old_key: None}
-            seq, stop = self._match(o, book, opp, -key, price, fr, cs, ts, seq, ev, touched)
-            leaves = o.leaves
-            if not leaves:
-                del self._orders[oid]
-                ev.append(self._book_update(book, touched, cs, ts, seq))
-                return ev
-            if stop:
-                fr.open -= price * leaves
-                o.leaves = 0
-                del self._orders[oid]
-                ev.append(OrderCancelled(seq, cs, ts, oid, o.session, "", sym, leaves, C_STP))
-                ev.append(self._book_update(book, touched, cs, ts, seq + 1))
-                return ev
-            touched[key] = None
-        else:
-            touched = None
+            return self._replace_cross(o, book, opp, key, old_key, fr, old_clid, cs, ts, seq)
         nl = levels.get(key)
         if nl is None:
-            nl = levels[key] = Level(key)
+            if spare is None:
+                nl = levels[key] = Level(key)
+            else:
+                nl = levels[key] = spare
+                spare.key = key
+                spare.price = price
             if not keys or key > keys[-1]:
                 keys.append(key)
             else:
                 _insort(keys, key)
-        nl.orders[oid] = o
+        nlo = nl.orders
+        nlo[oid] = o
         nl.qty += leaves
         o.level = nl
-        if touched is None:
-            ev.append(BookUpdate(seq, cs, ts, sym,
-                                 ((side, old_price, lvl.qty, len(lo)),
-                                  (side, price, nl.qty, len(nl.orders)))))
+        return [OrderReplaced(seq, cs, ts, oid, o.session, clid, old_clid, sym, price, qty,
+                              leaves, False),
+                BookUpdate(seq + 1, cs, ts, sym, (old_state, (side, price, nl.qty, len(nlo))))]
+
+    def _replace_cross(self, o: Order, book: Book, opp: list, key: int, old_key: int,
+                       fr: FirmRisk, old_clid: str, cs: int, ts: int, seq: int) -> list[Event]:
+        """A replaced order (already off its old level) whose new price crosses: match it."""
+        oid = o.order_id
+        clid = o.cl_ord_id
+        sym = o.instrument
+        price = o.price
+        ev = [OrderReplaced(seq, cs, ts, oid, o.session, clid, old_clid, sym, price, o.qty,
+                            o.leaves, False)]
+        o.level = None
+        touched = {old_key: None}
+        seq, stop = self._match(o, book, opp, -key, price, fr, cs, ts, seq + 1, ev, touched)
+        leaves = o.leaves
+        if leaves and not stop:
+            book.add(o)
+            touched[key] = None
         else:
-            ev.append(self._book_update(book, touched, cs, ts, seq))
+            if leaves:
+                fr.open -= price * leaves
+                o.leaves = 0
+                ev.append(OrderCancelled(seq, cs, ts, oid, o.session, "", sym, leaves, C_STP))
+                seq += 1
+            del self._orders[oid]
+            if o.ids is not None:
+                del o.ids[clid]
+                o.ids = None
+        ev.append(self._book_update(book, touched, cs, ts, seq))
         return ev
+
+    def _replace_reason(self, cmd: ReplaceOrder, o: Order) -> int:
+        """The first failing check of a replace of ``o`` (in the documented order), else 0."""
+        book = o.book
+        price = cmd.price
+        qty = cmd.qty
+        if self._market_halted:
+            return R.MARKET_HALTED
+        if book.halted:
+            return R.INSTRUMENT_HALTED
+        if o.risk.halted:
+            return R.FIRM_HALTED
+        if price <= 0:
+            return R.PRICE_NOT_POSITIVE
+        if price % book.tick:
+            return R.PRICE_OFF_TICK
+        if price < book.band_low or price > book.band_high:
+            return R.PRICE_OUTSIDE_BAND
+        if qty <= 0:
+            return R.QTY_NOT_POSITIVE
+        if qty % book.lot:
+            return R.QTY_NOT_LOT_MULTIPLE
+        if qty - o.qty + o.leaves <= 0:
+            return R.QTY_BELOW_EXECUTED
+        if price == o.price and qty == o.qty:
+            return R.NOTHING_TO_CHANGE
+        raise AssertionError("replace check")  # pragma: no cover - fast check out of sync
 
     # ------------------------------------------------------------------ cold paths
     def _cancel_open(self, o: Order, reason: int, clid: str, cs: int, ts: int, seq: int,
@@ -625,6 +681,9 @@ class Engine:
         del self._orders[o.order_id]
         o.risk.open -= o.price * leaves
         o.leaves = 0
+        if o.ids is not None:
+            del o.ids[o.cl_ord_id]
+            o.ids = None
         return OrderCancelled(seq, cs, ts, o.order_id, o.session, clid, o.instrument, leaves,
                               reason)
 
@@ -723,6 +782,14 @@ class Engine:
                           o.side, o.ord_type, o.tif, o.price, o.qty, o.qty - o.leaves, o.leaves)
                 for _, o in sorted(self._orders.items())]
 
+    def order(self, order_id: int) -> OpenOrder | None:
+        """Snapshot of one open order, None if it is not open (unknown, filled or cancelled)."""
+        o = self._orders.get(order_id)
+        if o is None:
+            return None
+        return OpenOrder(o.order_id, o.session, o.firm, o.account, o.cl_ord_id, o.instrument,
+                         o.side, o.ord_type, o.tif, o.price, o.qty, o.qty - o.leaves, o.leaves)
+
     def open_order_count(self) -> int:
         return len(self._orders)
 
@@ -758,10 +825,10 @@ class Engine:
         orders = [list(msgspec.structs.astuple(o)) for o in self.open_orders()]
         firms = [list(fr.snapshot()) for fr in self._firms.values()]
         ids = []
-        for session in sorted(self._ids):
-            d = self._ids[session]
-            ids.append([session, [[c, d[c].order_id if d[c] is not None and d[c].leaves else 0]
-                                  for c in sorted(d)]])
+        for name in sorted(self._sessions):
+            sess = self._sessions[name]
+            ids.append([name, sorted(sess.used),
+                        [[c, sess.live[c].order_id] for c in sorted(sess.live)]])
         state = [self.next_cmd_seq, self.next_event_seq, self._next_oid, self._next_tid,
                  self._market_halted, books, orders, firms,
                  [[k, v] for k, v in sorted(self.last_req.items())], ids]

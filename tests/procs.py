@@ -82,27 +82,34 @@ class Proc:
         self.args = args
         self.proc = subprocess.Popen([sys.executable, "-m", "bourse", *args], cwd=cwd or ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=full_env, text=True)
+                                     env=full_env)
         self.ready: dict | None = None
         self.stdout_lines: list[str] = []
 
     def wait_ready(self, timeout: float = 30.0) -> dict:
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        """Read stdout (raw, so no line hides in a buffer) until the READY line."""
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
+        pending = b""
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
         try:
             while time.monotonic() < deadline:
                 if not sel.select(timeout=0.1):
                     if self.proc.poll() is not None:
                         break
                     continue
-                line = self.proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                self.stdout_lines.append(line)
-                if line.startswith("READY "):
-                    self.ready = json.loads(line[6:])
-                    return self.ready
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode() + "\n"
+                    self.stdout_lines.append(line)
+                    if line.startswith("READY "):
+                        self.ready = json.loads(line[6:])
+                        return self.ready
         finally:
             sel.close()
         self.kill()
@@ -128,9 +135,9 @@ class Proc:
         return self.proc.returncode
 
     def stderr(self) -> str:
-        if self.proc.poll() is None:
+        if self.proc.poll() is None or not self.proc.stderr:
             return ""
-        return self.proc.stderr.read() if self.proc.stderr else ""
+        return self.proc.stderr.read().decode(errors="replace")
 
 
 def run_bourse(args: list[str], timeout: float = 60.0, env: dict | None = None):
