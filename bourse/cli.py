@@ -2,6 +2,7 @@
 
     bourse up [--config FILE]            the whole local exchange (every component, as processes)
     bourse engine [--config FILE]        the core trade engine alone
+    bourse gateway [--config FILE] [--node ID]   one FIX 4.4 gateway
     bourse check-config [FILE]           validate a configuration and print its digest
     bourse ctl halt|resume ...           operator kill switch (market, firm or instrument)
     bourse ctl credit-limit FIRM AMOUNT  change a firm's credit limit
@@ -29,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("up", help="run the whole local exchange"))
     with_config(sub.add_parser("engine", help="run the core trade engine"))
+    gw = with_config(sub.add_parser("gateway", help="run a FIX 4.4 gateway"))
+    gw.add_argument("--node", default=None, help="gateway node id (needed when several)")
+    gw.add_argument("--engine", default=None, metavar="HOST:PORT",
+                    help="engine order-entry address (default: from [engine])")
     cc = sub.add_parser("check-config", help="validate a configuration file")
     cc.add_argument("file", nargs="?", default=None)
 
@@ -72,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "engine":
             from bourse.run import run_engine
             return run_engine(cfg)
+        if args.command == "gateway":
+            from bourse.run import run_gateway
+            return run_gateway(cfg, args.node, args.engine)
         if args.command == "up":
             from bourse.launcher import run_up
             return run_up(args.config)

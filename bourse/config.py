@@ -42,6 +42,8 @@ __all__ = [
     "ConfigFile",
     "DEFAULT_SOURCE",
     "EngineConfig",
+    "GatewayConfig",
+    "GatewaySession",
     "FirmSection",
     "InstrumentSection",
     "MarketSection",
@@ -104,6 +106,72 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
+class GatewaySessionSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[gateways.sessions]]`` table: a broker's FIX session on that gateway."""
+
+    comp_id: NonEmpty                      # the broker's CompID (SenderCompID of its messages)
+    firm: NonEmpty
+    password: str = ""                     # "" = no password check
+    drop_copy: bool = False                # read-only; receives every execution report of firm
+    heartbeat_min_s: Positive = 1
+    heartbeat_max_s: Positive = 300
+    reset_on_logon: Literal["accept", "always", "refuse"] = "accept"
+    throttle_per_s: Positive = 1000        # messages per second; excess rejected
+    throttle_disconnect_s: Positive = 5    # seconds over the limit in a row before a logout
+    max_order_qty: Positive = 10_000_000   # shares
+    max_notional: DecimalText = "1000000000"   # currency, per order
+    price_collar_pct: DecimalText = "10"   # limit price within this % of the reference price
+    allowed_addresses: tuple[str, ...] = ("127.0.0.1",)   # () = any
+    cancel_on_disconnect: bool = True
+    cancel_on_disconnect_grace_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class GatewaySection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[gateways]]`` table: a FIX access server and its sessions."""
+
+    node_id: NonEmpty
+    host: NonEmpty = "127.0.0.1"
+    port: Port = 9876
+    comp_id: NonEmpty = "BOURSE"           # the exchange's CompID on this gateway
+    store_dir: NonEmpty = "var/gateway"
+    store_fsync: Literal["always", "never"] = "never"
+    daily_reset_utc: str = ""              # "HH:MM": reset sequence numbers daily; "" = never
+    sending_time_tolerance_s: Positive = 120
+    sessions: tuple[GatewaySessionSection, ...] = ()
+
+
+class GatewaySession(msgspec.Struct, frozen=True):
+    """A session after validation: decimals converted to integer units."""
+
+    comp_id: str
+    firm: str
+    password: str
+    drop_copy: bool
+    heartbeat_min_s: int
+    heartbeat_max_s: int
+    reset_on_logon: str
+    throttle_per_s: int
+    throttle_disconnect_s: int
+    max_order_qty: int
+    max_notional: int                      # price units
+    price_collar_bps: int                  # basis points of the reference price
+    allowed_addresses: tuple[str, ...]
+    cancel_on_disconnect: bool
+    cancel_on_disconnect_grace_ms: int
+
+
+class GatewayConfig(msgspec.Struct, frozen=True):
+    node_id: str
+    host: str
+    port: int
+    comp_id: str
+    store_dir: str
+    store_fsync: str
+    daily_reset_utc: str
+    sending_time_tolerance_s: int
+    sessions: tuple[GatewaySession, ...]
+
+
 class _Sections(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Process sections shared verbatim by ``ConfigFile`` and ``BourseConfig``.
 
@@ -153,6 +221,7 @@ class ConfigFile(_Sections, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """The whole file, mirroring the TOML layout key for key."""
 
     market: MarketSection = msgspec.field(default_factory=MarketSection)
+    gateways: tuple[GatewaySection, ...] = ()
     instruments: Annotated[tuple[InstrumentSection, ...], msgspec.Meta(min_length=1)]
     firms: tuple[FirmSection, ...] = ()
 
@@ -163,6 +232,17 @@ class BourseConfig(_Sections, frozen=True, kw_only=True):
     source: str                 # file path as given, or DEFAULT_SOURCE
     market: MarketRefData
     digest: str                 # market.digest(), hex SHA-256
+    gateways: tuple[GatewayConfig, ...] = ()
+
+    def gateway(self, node_id: str | None = None) -> GatewayConfig:
+        """The gateway ``node_id`` (the only one when None); KeyError names the choices."""
+        if node_id is None and len(self.gateways) == 1:
+            return self.gateways[0]
+        for g in self.gateways:
+            if g.node_id == node_id:
+                return g
+        raise KeyError(f"{self.source}: no gateway {node_id!r} (gateways: "
+                       f"{', '.join(g.node_id for g in self.gateways) or 'none'})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,8 +291,45 @@ def parse_config(text: str, source: str = "<string>") -> BourseConfig:
         key, problem = _explain(str(exc), document)
         raise ConfigError(source, key, problem) from None
     market = _build_market(raw, source)
+    try:
+        gateways = tuple(_build_gateway(g, market, f"gateways[{i}]")
+                         for i, g in enumerate(raw.gateways))
+    except _Fail as fail:
+        raise ConfigError(source, fail.key, fail.problem) from None
     sections = {name: getattr(raw, name) for name in _Sections.__struct_fields__}
-    return BourseConfig(source=source, market=market, digest=market.digest(), **sections)
+    return BourseConfig(source=source, market=market, digest=market.digest(),
+                        gateways=gateways, **sections)
+
+
+def _build_gateway(g: GatewaySection, market: MarketRefData, where: str) -> GatewayConfig:
+    firms = {f.id for f in market.firms}
+    if g.daily_reset_utc and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", g.daily_reset_utc):
+        raise _Fail(f"{where}.daily_reset_utc", f"expected HH:MM (UTC) or \"\", got "
+                    f"{g.daily_reset_utc!r}")
+    sessions = []
+    seen: dict[str, int] = {}
+    for j, s in enumerate(g.sessions):
+        at = f"{where}.sessions[{j}]"
+        if s.comp_id in seen:
+            raise _Fail(f"{at}.comp_id", f"duplicate session {s.comp_id!r} (already "
+                        f"{where}.sessions[{seen[s.comp_id]}])")
+        seen[s.comp_id] = j
+        if s.firm not in firms:
+            raise _Fail(f"{at}.firm", f"unknown firm {s.firm!r} (firms: {', '.join(sorted(firms))})")
+        if s.heartbeat_min_s > s.heartbeat_max_s:
+            raise _Fail(f"{at}.heartbeat_min_s", "must not exceed heartbeat_max_s")
+        collar = _to_decimal(s.price_collar_pct, f"{at}.price_collar_pct")
+        if not 0 < collar <= 100 or (collar * 100) != (collar * 100).to_integral_value():
+            raise _Fail(f"{at}.price_collar_pct",
+                        "expected a percentage above 0 and at most 100, with at most 2 decimals")
+        sessions.append(GatewaySession(
+            s.comp_id, s.firm, s.password, s.drop_copy, s.heartbeat_min_s, s.heartbeat_max_s,
+            s.reset_on_logon, s.throttle_per_s, s.throttle_disconnect_s, s.max_order_qty,
+            _to_units(s.max_notional, market.price_decimals, f"{at}.max_notional"),
+            int(collar * 100), s.allowed_addresses, s.cancel_on_disconnect,
+            s.cancel_on_disconnect_grace_ms))
+    return GatewayConfig(g.node_id, g.host, g.port, g.comp_id, g.store_dir, g.store_fsync,
+                         g.daily_reset_utc, g.sending_time_tolerance_s, tuple(sessions))
 
 
 def _os_reason(exc: OSError) -> str:

@@ -20,8 +20,13 @@ import subprocess
 import sys
 import time
 
-#: Components in start order. Later issues add the gateway, market data and index server here.
-COMPONENTS = ("engine",)
+def components(cfg) -> list[tuple[str, list[str]]]:
+    """(display name, ``bourse`` arguments) of every component, in start order."""
+    out = [("engine", ["engine"])]
+    for g in cfg.gateways:
+        out.append((f"gateway {g.node_id}", ["gateway", "--node", g.node_id,
+                                              "--engine", "{engine.order_entry}"]))
+    return out
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 
@@ -37,8 +42,8 @@ def _die_with_parent() -> None:
 
 
 class _Child:
-    def __init__(self, name: str, config: str | None) -> None:
-        cmd = [sys.executable, "-m", "bourse", name]
+    def __init__(self, name: str, args: list[str], config: str | None) -> None:
+        cmd = [sys.executable, "-m", "bourse", *args]
         if config:
             cmd += ["--config", config]
         self.name = name
@@ -85,6 +90,9 @@ class _Child:
 
 
 def run_up(config: str | None) -> int:
+    from bourse.config import load_config
+
+    cfg = load_config(config)
     stop_requested = False
 
     def on_signal(signum, frame):
@@ -96,8 +104,10 @@ def run_up(config: str | None) -> int:
     children: list[_Child] = []
     status = 0
     try:
-        for name in COMPONENTS:
-            child = _Child(name, config)
+        endpoints: dict[str, str] = {}
+        for name, args in components(cfg):
+            args = [endpoints.get(a[1:-1], "") if a.startswith("{") else a for a in args]
+            child = _Child(name, args, config)
             children.append(child)
             info = child.wait_ready(READY_TIMEOUT_S)
             if info is None:
@@ -106,10 +116,13 @@ def run_up(config: str | None) -> int:
                       + (f" (exit status {code})" if code is not None else " in time"),
                       file=sys.stderr)
                 return 1
+            for k, v in info.items():
+                endpoints[f"{name}.{k}"] = str(v)
         print("Bourse is up:")
         for child in children:
             eps = {k: v for k, v in child.ready.items() if k != "component"}
-            print(f"  {child.name:<12} " + "  ".join(f"{k}={v}" for k, v in eps.items()))
+            print(f"  {child.name:<12} " + "  ".join(f"{k}={v}" for k, v in eps.items()
+                                                     if k not in ("next_cmd_seq", "next_event_seq")))
         print("Press Ctrl-C to stop.")
         print("READY " + json.dumps({c.name: {k: v for k, v in c.ready.items() if k != "component"}
                                      for c in children}, sort_keys=True), flush=True)

@@ -74,3 +74,45 @@ def run_engine(cfg: BourseConfig) -> int:
 def _release() -> str:
     from bourse import RELEASE
     return RELEASE
+
+
+def run_gateway(cfg: BourseConfig, node: str | None, engine: str | None = None) -> int:
+    from fix_gateway.gateway import Gateway, GatewayError
+
+    setup_logging()
+    log = logging.getLogger("bourse.gateway")
+    try:
+        gcfg = cfg.gateway(node)
+    except KeyError as exc:
+        print(f"bourse gateway: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if engine:
+        import msgspec
+
+        host, _, port = engine.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"bourse gateway: --engine {engine!r}: expected HOST:PORT", file=sys.stderr)
+            return 2
+        cfg = msgspec.structs.replace(cfg, engine=msgspec.structs.replace(
+            cfg.engine, host=host, order_entry_port=int(port)))
+
+    async def main() -> int:
+        gw = Gateway(cfg, gcfg)
+        try:
+            gw.open_sessions()
+            await gw.start()
+        except GatewayError as exc:
+            print(f"bourse gateway {gcfg.node_id}: cannot start: {exc}", file=sys.stderr)
+            await gw.close()
+            return 1
+        log.info("gateway %s: FIX 4.4 on %s:%d, %d sessions, CompID %s", gcfg.node_id,
+                 gcfg.host, gw.port, len(gcfg.sessions), gcfg.comp_id)
+        announce("gateway", node=gcfg.node_id, fix=f"{gcfg.host}:{gw.port}",
+                 comp_id=gcfg.comp_id,
+                 sessions=",".join(s.comp_id for s in gcfg.sessions))
+        await wait_for_stop()
+        log.info("stopping")
+        await gw.close()
+        return 0
+
+    return run_loop(main)

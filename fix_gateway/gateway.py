@@ -1,0 +1,473 @@
+"""The FIX access server: asyncio adapter joining FIX sessions, the engine link and the replica.
+
+Everything with rules lives in pure modules (``session``, ``validator``, ``orders``, ``info``,
+``replica``, ``reports``, ``throttle``); this module only moves bytes and events between them,
+reads the clock and keeps timers. Its guarantees:
+
+- Sessions are configured, one ``FileStore`` each. A connection is bound to a session by the
+  CompIDs of its first message: unknown CompIDs, a disallowed source address or a session that
+  is already connected get no answer and the connection is closed (and logged).
+- Transactions (D, F, G, q) go to the engine after the door checks; information requests
+  (H, AF, V, x) are answered from the replica, which the engine's replication stream keeps
+  current. Every engine event about a session becomes a FIX message in that session's store,
+  sent at once if the session is logged on, or delivered by resend after it logs on again.
+  Drop-copy sessions get a copy (CopyMsgIndicator=Y) of every execution report of their firm.
+- Exactly once across gateway restarts: every message made from an engine event carries that
+  event's sequence number (EventSeqNum, tag 20002); on start the gateway replays the stream
+  and skips what each session's store (or the gateway's watermark file) shows as already made.
+- Commands to the engine are numbered; after an engine reconnection the gateway resends exactly
+  those the engine has not sequenced. While the engine is unreachable new orders are rejected
+  with a reason, never dropped silently.
+- Cancel on disconnect: a session so configured that disconnects and is not logged on again
+  within its grace window gets a mass cancel of its orders.
+- A throttle per session rejects excess order messages with a reason (cancels are never
+  throttled) and logs out a session that stays over the limit.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from typing import Callable
+
+from bourse.config import BourseConfig, GatewayConfig, GatewaySession
+from engine.client import EngineLink, LinkClosed, LinkRefused
+from engine.commands import MassCancel
+from engine.link import Ack, Disconnect as LinkDisconnect, Events, Nack
+from fix_gateway.codec import FixMessage, split
+from fix_gateway.dictionary import load_dictionary
+from fix_gateway.info import InfoService
+from fix_gateway.orders import Forward, OrderEntry
+from fix_gateway.replica import CancelRejectReport, ExecReport, MassCancelDone, Replica
+from fix_gateway.reports import ReportWriter
+from fix_gateway.session import (
+    Deliver, Disconnect, Send, Session, SessionConfig, SessionEvent,
+)
+from fix_gateway.store import FileStore, StoreError
+from fix_gateway.throttle import Throttle
+from fix_gateway.validator import Validator
+
+log = logging.getLogger("bourse.gateway")
+
+EVENT_SEQ_TAG = 20002
+ORDER_TYPES = frozenset({"D", "F", "G", "q"})
+INFO_TYPES = frozenset({"H", "AF", "V", "x"})
+DICTIONARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "spec", "FIX44-bourse.xml")
+_MS = 1_000_000
+
+
+class GatewayError(Exception):
+    """The gateway cannot start; the message says why."""
+
+
+class _Slot:
+    """One configured session and its live state."""
+
+    def __init__(self, cfg: GatewaySession, fix: Session, entry: OrderEntry) -> None:
+        self.cfg = cfg
+        self.fix = fix
+        self.entry = entry
+        self.throttle = Throttle(cfg.throttle_per_s, cfg.throttle_disconnect_s)
+        self.conn: _FixConnection | None = None
+        self.resume_after = 0           # events up to this seq were already reported
+        self.cod: asyncio.TimerHandle | None = None
+
+
+class Gateway:
+    def __init__(self, config: BourseConfig, gcfg: GatewayConfig, *,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.cfg = config
+        self.gcfg = gcfg
+        self.clock = clock
+        self.replica = Replica(config.market)
+        self.writer = ReportWriter(config.market.price_decimals)
+        self.info = InfoService(self.replica, self.writer)
+        self.slots: dict[str, _Slot] = {}
+        self.drop_copies: dict[str, list[_Slot]] = {}
+        self.link: EngineLink | None = None
+        self.inflight: dict[int, object] = {}
+        self._outbox: list = []
+        self.unsent: list = []
+        self._flush_scheduled = False
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._watermark_fd = -1
+        self.port = 0
+        self.engine_up = asyncio.Event()
+        self.caught_up = asyncio.Event()
+        self._stopping = False
+
+    # ------------------------------------------------------------------ start / stop
+
+    def open_sessions(self) -> None:
+        try:
+            validator = Validator(load_dictionary(DICTIONARY))
+        except Exception as exc:  # the dictionary ships with the release: report, not crash
+            raise GatewayError(f"cannot load the FIX dictionary {DICTIONARY}: {exc}") from None
+        os.makedirs(self.gcfg.store_dir, exist_ok=True)
+        wm_path = os.path.join(self.gcfg.store_dir, "reported.seq")
+        self._watermark_fd = os.open(wm_path, os.O_RDWR | os.O_CREAT, 0o644)
+        raw = os.pread(self._watermark_fd, 8, 0)
+        watermark = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
+        now = self.clock()
+        for s in self.gcfg.sessions:
+            try:
+                store = FileStore(os.path.join(self.gcfg.store_dir, s.comp_id),
+                                  fsync=self.gcfg.store_fsync, now_ns=now)
+            except StoreError as exc:
+                raise GatewayError(f"session {s.comp_id}: {exc}") from None
+            fix = Session(SessionConfig(
+                target_comp_id=s.comp_id, sender_comp_id=self.gcfg.comp_id,
+                min_heartbeat_s=s.heartbeat_min_s, max_heartbeat_s=s.heartbeat_max_s,
+                sending_time_tolerance_s=float(self.gcfg.sending_time_tolerance_s),
+                password=s.password or None, reset_on_logon=s.reset_on_logon,
+                supported_app_msg_types=ORDER_TYPES | INFO_TYPES), store, validator)
+            slot = _Slot(s, fix, OrderEntry(s, self.cfg.market))
+            slot.resume_after = max(watermark, _last_event_seq(store))
+            self.slots[s.comp_id] = slot
+            if s.drop_copy:
+                self.drop_copies.setdefault(s.firm, []).append(slot)
+
+    async def start(self) -> None:
+        if not self.slots:
+            self.open_sessions()
+        self._tasks.append(asyncio.ensure_future(self._engine_loop()))
+        try:
+            await asyncio.wait_for(self.caught_up.wait(), 60)
+        except asyncio.TimeoutError:
+            raise GatewayError("could not catch up with the engine's replication stream "
+                               "within 60 s") from None
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(lambda: _FixConnection(self),
+                                                    self.gcfg.host, self.gcfg.port)
+        except OSError as exc:
+            raise GatewayError(f"cannot listen on {self.gcfg.host}:{self.gcfg.port}: "
+                               f"{exc.strerror or exc}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks.append(asyncio.ensure_future(self._timers()))
+
+    async def close(self) -> None:
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        now = self.clock()
+        for slot in self.slots.values():
+            if slot.conn is not None and slot.fix.is_logged_on:
+                self._perform(slot, slot.fix.logout("gateway shutting down", now))
+        await asyncio.sleep(0.05)
+        for t in self._tasks:
+            t.cancel()
+        for slot in self.slots.values():
+            if slot.conn is not None:
+                slot.conn.transport.close()
+            slot.fix.store.close()
+        if self.link is not None:
+            await self.link.close()
+        if self._watermark_fd >= 0:
+            os.close(self._watermark_fd)
+
+    # ------------------------------------------------------------------ engine side
+
+    async def _engine_loop(self) -> None:
+        e = self.cfg.engine
+        delay = 0.1
+        while not self._stopping:
+            try:
+                self.link = await EngineLink.connect(
+                    e.host, e.order_entry_port, component="gateway", node_id=self.gcfg.node_id,
+                    config_digest=self.cfg.digest, subscribe_from=self.replica.next_seq)
+            except LinkRefused as exc:
+                log.critical("ALERT CRITICAL: the engine refused this gateway: %s", exc)
+                await asyncio.sleep(5)
+                continue
+            except (OSError, asyncio.TimeoutError, LinkClosed) as exc:
+                log.warning("engine unreachable at %s:%s (%s); retrying", e.host,
+                            e.order_entry_port, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.1
+            welcome = self.link.welcome
+            log.info("engine link up: next event %d, last request %d", welcome.next_event_seq,
+                     welcome.last_req_id)
+            self._resend_inflight(welcome.last_req_id)
+            head = welcome.next_event_seq
+            if self.replica.next_seq >= head:
+                self.caught_up.set()
+            self.engine_up.set()
+            try:
+                while True:
+                    msg = await self.link.recv()
+                    if msg is None:
+                        break
+                    if type(msg) is Events:
+                        self._on_events(msg.events)
+                        if not self.caught_up.is_set() and self.replica.next_seq >= head:
+                            self.caught_up.set()
+                    elif type(msg) is Ack:
+                        for r in range(msg.first_req_id, msg.first_req_id + msg.count):
+                            self.inflight.pop(r, None)
+                    elif type(msg) is Nack:
+                        log.error("engine refused requests %d..%d: %s", msg.first_req_id,
+                                  msg.first_req_id + msg.count - 1, msg.reason)
+                        for r in range(msg.first_req_id, msg.first_req_id + msg.count):
+                            self.inflight.pop(r, None)
+                    elif type(msg) is LinkDisconnect:
+                        log.warning("engine closed the link: %s", msg.reason)
+                        break
+            except (OSError, LinkClosed) as exc:
+                log.warning("engine link lost: %s", exc)
+            self.engine_up.clear()
+            await self.link.close()
+            self.link = None
+
+    def _resend_inflight(self, last_req: int) -> None:
+        for r in [r for r in self.inflight if r <= last_req]:
+            del self.inflight[r]            # sequenced: the outcome is on the stream
+        if self.inflight:
+            pending = [self.inflight[r] for r in sorted(self.inflight)]
+            self.inflight.clear()
+            first = self.link.submit(pending)
+            for k, cmd in enumerate(pending):
+                self.inflight[first + k] = cmd
+            log.info("resent %d commands the engine had not sequenced", len(pending))
+        if self.unsent:
+            cmds, self.unsent = self.unsent, []
+            first = self.link.submit(cmds)
+            for k, cmd in enumerate(cmds):
+                self.inflight[first + k] = cmd
+
+    def _submit(self, cmd) -> None:
+        self._outbox.append(cmd)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        cmds, self._outbox = self._outbox, []
+        if not cmds:
+            return
+        if self.link is None:
+            self.unsent.extend(cmds)         # numbered and sent once the link is back
+            return
+        first = self.link.submit(cmds)
+        for k, cmd in enumerate(cmds):
+            self.inflight[first + k] = cmd
+
+    def _on_events(self, events: list) -> None:
+        now = self.clock()
+        apply = self.replica.apply
+        last = 0
+        for ev in events:
+            for report in apply(ev):
+                self._route(report, ev.seq, now)
+            last = ev.seq
+        if last:
+            os.pwrite(self._watermark_fd, struct.pack("<Q", last), 0)
+
+    def _route(self, r, seq: int, now: int) -> None:
+        slot = self.slots.get(r.session)
+        tag = (EVENT_SEQ_TAG, seq)
+        if type(r) is ExecReport:
+            fields = self.writer.execution_report(r)
+            if slot is not None and seq > slot.resume_after:
+                self._send(slot, "8", fields + [tag], now)
+            for dc in self.drop_copies.get(r.firm, ()):
+                if seq > dc.resume_after:
+                    copy = fields[:2] + [(453, 1), (448, r.session), (447, "D"), (452, 55)] \
+                        + fields[2:] + [(797, "Y"), tag]
+                    self._send(dc, "8", copy, now)
+        elif slot is None or seq <= slot.resume_after:
+            return
+        elif type(r) is CancelRejectReport:
+            self._send(slot, "9", self.writer.cancel_reject(r) + [tag], now)
+        elif type(r) is MassCancelDone and not r.cl_ord_id.startswith("COD-"):
+            self._send(slot, "r", self.writer.mass_cancel_report(r) + [tag], now)
+
+    # ------------------------------------------------------------------ FIX side
+
+    def _send(self, slot: _Slot, msg_type: str, fields: list, now: int) -> None:
+        self._perform(slot, slot.fix.send_app(msg_type, fields, now))
+
+    def _perform(self, slot: _Slot, actions: list) -> None:
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                if slot.conn is not None:
+                    slot.conn.transport.write(a.data)
+            elif t is Deliver:
+                self._on_app(slot, a.msg)
+            elif t is SessionEvent:
+                self._on_session_event(slot, a)
+            elif t is Disconnect:
+                log.info("session %s: disconnect: %s", slot.cfg.comp_id, a.reason)
+                if slot.conn is not None:
+                    slot.conn.transport.close()
+        if slot.fix.pending_resend and slot.conn is not None:
+            asyncio.get_running_loop().call_soon(self._tick_slot, slot)
+
+    def _on_session_event(self, slot: _Slot, ev: SessionEvent) -> None:
+        if ev.kind == "logged_on":
+            log.info("session %s logged on", slot.cfg.comp_id)
+            if slot.cod is not None:
+                slot.cod.cancel()
+                slot.cod = None
+        elif ev.kind in ("error", "reject_sent", "garbled", "warning"):
+            log.warning("session %s: %s: %s", slot.cfg.comp_id, ev.kind, ev.text)
+        elif ev.kind == "logged_out":
+            log.info("session %s logged out %s", slot.cfg.comp_id, ev.text)
+
+    def _on_app(self, slot: _Slot, msg: FixMessage) -> None:
+        now = self.clock()
+        t = msg.msg_type
+        if t in ORDER_TYPES:
+            if t != "F" and not slot.throttle.allow(now):
+                reply = slot.entry.throttled(msg, now)
+                self._send(slot, reply.msg_type, reply.fields, now)
+                if slot.throttle.abusive(now):
+                    log.warning("session %s: over its throttle for %d s: logging out",
+                                slot.cfg.comp_id, slot.cfg.throttle_disconnect_s)
+                    self._perform(slot, slot.fix.logout("throttle exceeded persistently", now))
+                return
+            result = slot.entry.handle(msg, now)
+            if type(result) is Forward:
+                if not self.engine_up.is_set():
+                    reply = slot.entry.unavailable(msg, now)
+                    self._send(slot, reply.msg_type, reply.fields, now)
+                    return
+                self._submit(result.cmd)
+            else:
+                self._send(slot, result.msg_type, result.fields, now)
+        else:
+            for msg_type, fields in self.info.handle(slot.cfg.comp_id, msg, now):
+                self._send(slot, msg_type, fields, now)
+
+    def attach(self, conn: "_FixConnection", first: FixMessage) -> _Slot | None:
+        sender = (first.get(49) or b"").decode("ascii", "replace")
+        target = (first.get(56) or b"").decode("ascii", "replace")
+        slot = self.slots.get(sender)
+        if slot is None or target != self.gcfg.comp_id:
+            log.warning("connection from %s with unknown CompIDs %s->%s: closed without answer",
+                        conn.peer, sender, target)
+            return None
+        allowed = slot.cfg.allowed_addresses
+        if allowed and conn.peer_host not in allowed:
+            log.warning("session %s: connection from %s not in allowed_addresses: closed",
+                        sender, conn.peer_host)
+            return None
+        if slot.conn is not None:
+            log.warning("session %s: second connection from %s refused: already connected",
+                        sender, conn.peer)
+            return None
+        slot.conn = conn
+        if slot.cod is not None:
+            slot.cod.cancel()
+            slot.cod = None
+        return slot
+
+    def detach(self, slot: _Slot, conn: "_FixConnection") -> None:
+        if slot.conn is not conn:
+            return
+        slot.conn = None
+        now = self.clock()
+        self._perform(slot, slot.fix.on_disconnect(now))
+        if slot.cfg.cancel_on_disconnect and not slot.cfg.drop_copy and not self._stopping:
+            grace = slot.cfg.cancel_on_disconnect_grace_ms / 1000
+            slot.cod = asyncio.get_running_loop().call_later(grace, self._cancel_on_disconnect,
+                                                             slot)
+
+    def _cancel_on_disconnect(self, slot: _Slot) -> None:
+        slot.cod = None
+        if slot.conn is not None and slot.fix.is_logged_on:
+            return
+        if not self.replica.open_orders(slot.cfg.comp_id):
+            return
+        now = self.clock()
+        log.info("session %s: cancel on disconnect", slot.cfg.comp_id)
+        self._submit(MassCancel(slot.cfg.comp_id, f"COD-{now:x}", firm=slot.cfg.firm,
+                                target_session=slot.cfg.comp_id))
+
+    def _tick_slot(self, slot: _Slot) -> None:
+        self._perform(slot, slot.fix.on_timer(self.clock()))
+
+    async def _timers(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = self.clock()
+            for slot in self.slots.values():
+                due = slot.fix.next_timer_ns
+                if due is not None and due <= now:
+                    self._perform(slot, slot.fix.on_timer(now))
+
+
+class _FixConnection(asyncio.Protocol):
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.slot: _Slot | None = None
+        self.pending = b""
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.peer_host = ""
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_host = peer[0]
+            self.peer = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        asyncio.get_running_loop().call_later(10.0, self._logon_timeout)
+
+    def _logon_timeout(self) -> None:
+        if self.slot is None and not self.closed:
+            log.warning("connection from %s sent no logon within 10 s: closed", self.peer)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        gw = self.gw
+        if self.slot is None:
+            if self.closed:
+                return
+            self.pending += data
+            frames, _rest, _garbled = split(self.pending)
+            if not frames:
+                if len(self.pending) > 65536:
+                    self.transport.close()
+                return
+            slot = gw.attach(self, frames[0])
+            if slot is None:
+                self.closed = True
+                self.transport.close()
+                return
+            self.slot = slot
+            data, self.pending = self.pending, b""
+            now = gw.clock()
+            gw._perform(slot, slot.fix.on_connect(now))
+        gw._perform(self.slot, self.slot.fix.on_bytes(data, gw.clock()))
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.slot is not None:
+            self.gw.detach(self.slot, self)
+
+
+def _last_event_seq(store) -> int:
+    """The highest EventSeqNum among the last messages of a session's store (0 if none)."""
+    last = store.last_saved_seq()
+    begin = max(1, last - 200)
+    best = 0
+    for _seq, data in store.get_range(begin, last, 1000):
+        i = data.rfind(b"\x0120002=")
+        if i >= 0:
+            j = data.index(b"\x01", i + 1)
+            best = max(best, int(data[i + 7:j]))
+    return best

@@ -1,0 +1,296 @@
+"""The gateway's replica of the engine's state, built only from the replication stream.
+
+Contract:
+- ``Replica.apply(event)`` must be called with every engine event in sequence order (seq 1, 2,
+  ...); it raises ``ReplicaGap`` on a gap or duplicate, which means the feed is broken.
+- From the events alone it keeps every order (open or done: status, cumulative and leaves
+  quantity, average price numerator, current and previous client ids), the aggregated books and
+  the halts, so the gateway answers order-status, mass-status, market-data and security-list
+  requests without asking the engine.
+- For each event it returns ``Report`` values: what to tell which session (an execution report,
+  a cancel reject, a mass cancel report). Turning them into FIX messages is ``fix_gateway.reports``'
+  job. Pure: no I/O, no clock.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import msgspec
+
+from engine.commands import HaltScope, OrdType, Side, TimeInForce
+from engine.events import (
+    BookUpdate, CancelRejected, MassCancelReport, OrderAccepted, OrderCancelled, OrderRejected,
+    OrderReplaced, Trade, TradingStatus,
+)
+from engine.reasons import CANCEL_TEXT, CancelReason
+from engine.refdata import MarketRefData
+
+# FIX 4.4 OrdStatus (39) / ExecType (150) values
+NEW, PARTIAL, FILLED, CANCELED, REPLACED, REJECTED, EXPIRED, TRADE, STATUS = (
+    "0", "1", "2", "4", "5", "8", "C", "F", "I")
+
+#: Cancels that end an order because it could not (fully) execute immediately: reported as
+#: Expired; every other cancel is reported as Canceled.
+_EXPIRING = {CancelReason.IOC_REMAINDER, CancelReason.FOK_UNFILLED, CancelReason.NO_LIQUIDITY}
+
+
+class ReplicaGap(Exception):
+    pass
+
+
+class OrderView:
+    """One order as the replica knows it."""
+
+    __slots__ = ("order_id", "session", "firm", "account", "cl_ord_id", "orig_cl_ord_id",
+                 "instrument", "side", "ord_type", "tif", "price", "qty", "cum_qty", "leaves",
+                 "filled_notional", "status", "accepted_ts")
+
+    def __init__(self, ev: OrderAccepted) -> None:
+        self.order_id = ev.order_id
+        self.session = ev.session
+        self.firm = ev.firm
+        self.account = ev.account
+        self.cl_ord_id = ev.cl_ord_id
+        self.orig_cl_ord_id = ""
+        self.instrument = ev.instrument
+        self.side = ev.side
+        self.ord_type = ev.ord_type
+        self.tif = ev.tif
+        self.price = ev.price
+        self.qty = ev.qty
+        self.cum_qty = 0
+        self.leaves = ev.qty
+        self.filled_notional = 0        # sum of price * qty over fills, price units
+        self.status = NEW
+        self.accepted_ts = ev.ts
+
+    @property
+    def is_open(self) -> bool:
+        return self.leaves > 0 and self.status in (NEW, PARTIAL)
+
+
+class ExecReport(msgspec.Struct, frozen=True):
+    """An execution report for the order's session (and the firm's drop copies)."""
+
+    exec_id: str
+    exec_type: str
+    ord_status: str
+    session: str
+    firm: str
+    account: str
+    order_id: int            # 0 for a rejected order
+    cl_ord_id: str
+    orig_cl_ord_id: str
+    instrument: str
+    side: int
+    ord_type: int
+    tif: int
+    price: int
+    qty: int
+    cum_qty: int
+    leaves: int
+    filled_notional: int
+    last_px: int = 0
+    last_qty: int = 0
+    trade_id: int = 0
+    reject_reason: int = 0   # engine RejectReason for rejects
+    text: str = ""
+    ts: int = 0
+
+
+class CancelRejectReport(msgspec.Struct, frozen=True):
+    session: str
+    firm: str
+    cl_ord_id: str
+    orig_cl_ord_id: str
+    order_id: int
+    ord_status: str
+    is_replace: bool
+    reason: int
+    text: str
+    ts: int
+
+
+class MassCancelDone(msgspec.Struct, frozen=True):
+    session: str
+    cl_ord_id: str
+    instrument: str
+    target_session: str
+    firm: str
+    cancelled: int
+    reason: int
+    text: str
+    report_id: str
+    ts: int
+
+
+Report = ExecReport | CancelRejectReport | MassCancelDone
+
+
+def _report(o: OrderView, exec_id: str, exec_type: str, ts: int, *, cl_ord_id: str = "",
+            orig: str = "", last_px: int = 0, last_qty: int = 0, trade_id: int = 0,
+            text: str = "") -> ExecReport:
+    return ExecReport(exec_id, exec_type, o.status, o.session, o.firm, o.account, o.order_id,
+                      cl_ord_id or o.cl_ord_id, orig, o.instrument, o.side, o.ord_type, o.tif,
+                      o.price, o.qty, o.cum_qty, o.leaves, o.filled_notional, last_px, last_qty,
+                      trade_id, 0, text, ts)
+
+
+class Replica:
+    def __init__(self, refdata: MarketRefData) -> None:
+        self.refdata = refdata
+        self.instruments = {i.symbol: i for i in refdata.instruments}
+        self.next_seq = 1
+        self.orders: dict[int, OrderView] = {}
+        self.by_clid: dict[tuple[str, str], int] = {}
+        self.open_by_session: dict[str, dict[int, OrderView]] = {}
+        # books[symbol][side] = {price: (qty, orders)}
+        self.books: dict[str, dict[int, dict[int, tuple[int, int]]]] = {
+            s: {Side.BUY: {}, Side.SELL: {}} for s in self.instruments}
+        self.last_trade: dict[str, tuple[int, int, int]] = {}     # symbol -> (px, qty, ts)
+        self.market_halted = False
+        self.halted_instruments: set[str] = set()
+        self.halted_firms: set[str] = set()
+        self._dispatch = {
+            OrderAccepted: self._accepted, OrderRejected: self._rejected, Trade: self._trade,
+            OrderCancelled: self._cancelled, OrderReplaced: self._replaced,
+            CancelRejected: self._cancel_rejected, MassCancelReport: self._mass_cancel,
+            BookUpdate: self._book, TradingStatus: self._status,
+        }
+
+    # ------------------------------------------------------------------ feed
+
+    def apply(self, ev) -> list:
+        if ev.seq != self.next_seq:
+            raise ReplicaGap(f"replica expected event {self.next_seq}, got {ev.seq}")
+        self.next_seq += 1
+        handler = self._dispatch.get(type(ev))
+        return handler(ev) if handler is not None else []
+
+    def _accepted(self, ev: OrderAccepted) -> list:
+        o = OrderView(ev)
+        self.orders[ev.order_id] = o
+        self.by_clid[(ev.session, ev.cl_ord_id)] = ev.order_id
+        self.open_by_session.setdefault(ev.session, {})[ev.order_id] = o
+        return [_report(o, f"{ev.seq}", NEW, ev.ts)]
+
+    def _rejected(self, ev: OrderRejected) -> list:
+        return [ExecReport(f"{ev.seq}", REJECTED, REJECTED, ev.session, ev.firm, "", 0,
+                           ev.cl_ord_id, "", ev.instrument, ev.side, 0, 0, ev.price, ev.qty, 0,
+                           0, 0, 0, 0, 0, ev.reason, ev.text, ev.ts)]
+
+    def _trade(self, ev: Trade) -> list:
+        self.last_trade[ev.instrument] = (ev.price, ev.qty, ev.ts)
+        out = []
+        for oid, leaves, suffix in ((ev.buy_order_id, ev.buy_leaves, "B"),
+                                    (ev.sell_order_id, ev.sell_leaves, "S")):
+            o = self.orders.get(oid)
+            if o is None:
+                continue
+            o.cum_qty += ev.qty
+            o.filled_notional += ev.price * ev.qty
+            o.leaves = leaves
+            o.status = FILLED if leaves == 0 else PARTIAL
+            if leaves == 0:
+                self._close(o)
+            out.append(_report(o, f"{ev.seq}{suffix}", TRADE, ev.ts, last_px=ev.price,
+                               last_qty=ev.qty, trade_id=ev.trade_id))
+        return out
+
+    def _cancelled(self, ev: OrderCancelled) -> list:
+        o = self.orders.get(ev.order_id)
+        if o is None:
+            return []
+        o.leaves = 0
+        o.status = EXPIRED if ev.reason in _EXPIRING else CANCELED
+        self._close(o)
+        if ev.reason == CancelReason.REQUESTED and ev.cl_ord_id:
+            o.orig_cl_ord_id, o.cl_ord_id = o.cl_ord_id, ev.cl_ord_id
+            self.by_clid[(o.session, ev.cl_ord_id)] = o.order_id
+            return [_report(o, f"{ev.seq}", o.status, ev.ts, orig=o.orig_cl_ord_id)]
+        return [_report(o, f"{ev.seq}", o.status, ev.ts, text=CANCEL_TEXT.get(ev.reason, ""))]
+
+    def _replaced(self, ev: OrderReplaced) -> list:
+        o = self.orders.get(ev.order_id)
+        if o is None:
+            return []
+        if ev.session != o.session:
+            self.open_by_session.get(o.session, {}).pop(o.order_id, None)
+            self.open_by_session.setdefault(ev.session, {})[o.order_id] = o
+            o.session = ev.session
+        o.orig_cl_ord_id = ev.orig_cl_ord_id
+        o.cl_ord_id = ev.cl_ord_id
+        o.price = ev.price
+        o.qty = ev.qty
+        o.leaves = ev.leaves
+        self.by_clid[(ev.session, ev.cl_ord_id)] = o.order_id
+        return [_report(o, f"{ev.seq}", REPLACED, ev.ts, orig=ev.orig_cl_ord_id)]
+
+    def _cancel_rejected(self, ev: CancelRejected) -> list:
+        o = self.orders.get(ev.order_id) if ev.order_id else None
+        if o is None and ev.orig_cl_ord_id:
+            oid = self.by_clid.get((ev.session, ev.orig_cl_ord_id))
+            o = self.orders.get(oid) if oid else None
+        status = o.status if o is not None else REJECTED
+        firm = o.firm if o is not None else ""
+        return [CancelRejectReport(ev.session, firm, ev.cl_ord_id, ev.orig_cl_ord_id,
+                                   o.order_id if o else 0, status, ev.is_replace, ev.reason,
+                                   ev.text, ev.ts)]
+
+    def _mass_cancel(self, ev: MassCancelReport) -> list:
+        return [MassCancelDone(ev.session, ev.cl_ord_id, ev.instrument, ev.target_session,
+                               ev.firm, ev.cancelled, ev.reason, ev.text, f"{ev.seq}", ev.ts)]
+
+    def _book(self, ev: BookUpdate) -> list:
+        book = self.books.get(ev.instrument)
+        if book is None:
+            return []
+        for side, price, qty, count in ev.levels:
+            levels = book[side]
+            if qty:
+                levels[price] = (qty, count)
+            else:
+                levels.pop(price, None)
+        return []
+
+    def _status(self, ev: TradingStatus) -> list:
+        if ev.scope == HaltScope.MARKET:
+            self.market_halted = ev.halted
+        elif ev.scope == HaltScope.INSTRUMENT:
+            (self.halted_instruments.add if ev.halted else self.halted_instruments.discard)(
+                ev.target)
+        elif ev.scope == HaltScope.FIRM:
+            (self.halted_firms.add if ev.halted else self.halted_firms.discard)(ev.target)
+        return []
+
+    def _close(self, o: OrderView) -> None:
+        self.open_by_session.get(o.session, {}).pop(o.order_id, None)
+
+    # ------------------------------------------------------------------ queries
+
+    def find(self, session: str, cl_ord_id: str = "", order_id: int = 0) -> Optional[OrderView]:
+        if order_id:
+            return self.orders.get(order_id)
+        oid = self.by_clid.get((session, cl_ord_id))
+        return self.orders.get(oid) if oid else None
+
+    def open_orders(self, session: str, instrument: str = "") -> list[OrderView]:
+        orders = self.open_by_session.get(session, {})
+        return [o for o in orders.values() if not instrument or o.instrument == instrument]
+
+    def depth(self, symbol: str, side: int, levels: int = 0) -> list[tuple[int, int, int]]:
+        """Best-first (price, qty, orders) of one side; ``levels`` 0 means the whole side."""
+        book = self.books[symbol][side]
+        prices = sorted(book, reverse=(side == Side.BUY))
+        if levels:
+            prices = prices[:levels]
+        return [(p, *book[p]) for p in prices]
+
+    def trading_status(self, symbol: str) -> str:
+        """SecurityTradingStatus (326): 17 ready to trade, 2 trading halt."""
+        return "2" if self.market_halted or symbol in self.halted_instruments else "17"
+
+
+__all__ = ["Replica", "ReplicaGap", "OrderView", "ExecReport", "CancelRejectReport",
+           "MassCancelDone", "Report", "NEW", "PARTIAL", "FILLED", "CANCELED", "REPLACED",
+           "REJECTED", "EXPIRED", "TRADE", "STATUS", "OrdType", "TimeInForce"]
