@@ -17,6 +17,8 @@ class PriceFormat:
     def parse(self, text: bytes) -> int | None:
         """Units for ``text``, or None if it is not a non-negative exact decimal at this scale."""
         whole, dot, frac = text.partition(b".")
+        if not whole and not frac:
+            return None
         if not whole:
             whole = b"0"
         if not whole.isdigit() or (dot and frac and not frac.isdigit()):

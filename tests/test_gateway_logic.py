@@ -1,0 +1,206 @@
+"""The gateway's pure parts: prices, replica, reports, door checks, information requests."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+import pytest
+from hypothesis import given, strategies as st
+
+from bourse.config import load_config
+from engine.commands import CancelOrder, MassCancel, NewOrder, ReplaceOrder, SequencedCommand
+from engine.core import Engine
+from fix_gateway.codec import FixMessage
+from fix_gateway.info import InfoService
+from fix_gateway.orders import Forward, OrderEntry, Reply
+from fix_gateway.prices import PriceFormat
+from fix_gateway.replica import CancelRejectReport, ExecReport, Replica, ReplicaGap
+from fix_gateway.reports import ReportWriter
+from fix_gateway.throttle import Throttle
+
+CFG = load_config(None)
+MARKET = CFG.market
+BROKER1 = CFG.gateway().sessions[0]      # FIRM1, STP cancel resting
+BROKER3 = CFG.gateway().sessions[2]      # FIRM2
+
+
+def fix(msg_type: str, *fields) -> FixMessage:
+    return FixMessage([(8, b"FIX.4.4"), (35, msg_type.encode())]
+                      + [(t, str(v).encode()) for t, v in fields] + [(10, b"000")])
+
+
+# ---------------------------------------------------------------------------------- prices
+
+@given(st.integers(min_value=0, max_value=10**14))
+def test_price_format_round_trips(units):
+    px = PriceFormat(4)
+    text = px.format(units)
+    assert px.parse(text.encode()) == units
+    assert Decimal(text) == Decimal(units) / 10**4
+
+
+@pytest.mark.parametrize("text", [b"1.00001", b"-1", b"1e3", b"abc", b"1.2.3", b"", b" 1"])
+def test_price_parse_refuses_inexact_or_malformed(text):
+    assert PriceFormat(4).parse(text) is None
+
+
+def test_avg_px_rounds_half_up():
+    px = PriceFormat(2)
+    assert px.format_ratio(1000 + 1001, 2, extra=0) == "10.01"     # 10.005 -> 10.01
+    assert px.format_ratio(3000, 3) == "10"
+
+
+# ---------------------------------------------------------------------------------- replica
+
+class Market:
+    """An engine and a replica fed with its events, as the gateway is."""
+
+    def __init__(self):
+        self.engine = Engine(MARKET)
+        self.replica = Replica(MARKET)
+        self.seq = 0
+
+    def run(self, cmd):
+        self.seq += 1
+        reports = []
+        for ev in self.engine.apply(SequencedCommand(self.seq, 1_000 + self.seq, "gw", self.seq, cmd)):
+            reports += self.replica.apply(ev)
+        return reports
+
+
+def new(session, firm, account, clid, side, qty, price, tif=0, ord_type=2):
+    return NewOrder(session, firm, account, clid, "SBER", side, ord_type, tif, price, qty)
+
+
+def test_replica_reports_fills_with_cum_leaves_and_avg():
+    m = Market()
+    m.run(new("BROKER1", "FIRM1", "F1-001", "s1", 2, 30, 2801000))
+    m.run(new("BROKER1", "FIRM1", "F1-001", "s2", 2, 30, 2802000))
+    reports = m.run(new("BROKER3", "FIRM2", "F2-001", "b1", 1, 50, 2802000))
+    mine = [r for r in reports if r.session == "BROKER3"]
+    assert [r.exec_type for r in mine] == ["0", "F", "F"]
+    assert [(r.ord_status, r.cum_qty, r.leaves, r.last_qty, r.last_px) for r in mine[1:]] == [
+        ("1", 30, 20, 30, 2801000), ("2", 50, 0, 20, 2802000)]
+    writer = ReportWriter(4)
+    fields = dict(writer.execution_report(mine[-1]))
+    assert fields[6] == "280.14"                       # (30*280.10 + 20*280.20) / 50
+    theirs = [r for r in reports if r.session == "BROKER1"]
+    assert [(r.cl_ord_id, r.ord_status) for r in theirs] == [("s1", "2"), ("s2", "1")]
+    ids = [r.exec_id for r in reports]
+    assert len(ids) == len(set(ids))
+
+
+def test_replica_cancel_replace_and_reject_reports():
+    m = Market()
+    m.run(new("BROKER1", "FIRM1", "F1-001", "a", 1, 10, 2790000))
+    (rep,) = m.run(ReplaceOrder("BROKER1", "FIRM1", "a2", "a", 2791000, 20))
+    assert (rep.exec_type, rep.cl_ord_id, rep.orig_cl_ord_id, rep.price, rep.qty) == (
+        "5", "a2", "a", 2791000, 20)
+    (cxl,) = m.run(CancelOrder("BROKER1", "FIRM1", "a3", "a2"))
+    assert (cxl.exec_type, cxl.ord_status, cxl.cl_ord_id, cxl.orig_cl_ord_id) == ("4", "4", "a3", "a2")
+    (rej,) = m.run(CancelOrder("BROKER1", "FIRM1", "a4", "nope"))
+    assert isinstance(rej, CancelRejectReport) and rej.ord_status == "8"
+    fields = dict(ReportWriter.cancel_reject(rej))
+    assert fields[102] == "1" and fields[434] == "1"
+    (bad,) = m.run(new("BROKER1", "FIRM1", "F1-001", "b", 1, 7, 2790000))
+    assert bad.exec_type == "8"
+    assert dict(ReportWriter(4).execution_report(bad))[103] == "13"     # incorrect quantity
+
+
+def test_replica_ioc_remainder_is_expired_and_book_mirrors_engine():
+    m = Market()
+    m.run(new("BROKER3", "FIRM2", "F2-001", "s", 2, 10, 2800000))
+    reports = m.run(new("BROKER1", "FIRM1", "F1-001", "i", 1, 30, 2800000, tif=3))
+    mine = [r.exec_type for r in reports if r.session == "BROKER1"]
+    assert mine == ["0", "F", "C"]
+    for side in (1, 2):
+        assert m.replica.depth("SBER", side) == [tuple(lv) for lv in m.engine.book_levels("SBER", side)]
+
+
+def test_replica_refuses_a_gap():
+    m = Market()
+    (accepted,) = m.engine.apply(SequencedCommand(
+        1, 1, "gw", 1, new("BROKER1", "FIRM1", "F1-001", "x", 1, 10, 2790000)))[:1]
+    with pytest.raises(ReplicaGap):
+        Replica(MARKET).apply(msgspec.structs.replace(accepted, seq=5))
+
+
+# ---------------------------------------------------------------------------------- door checks
+
+def d(*extra, clid="c1", qty=10, price="280.00", ord_type=2):
+    fields = [(11, clid), (1, "F1-001"), (55, "SBER"), (54, 1), (60, "20261123-10:00:00"),
+              (38, qty), (40, ord_type)]
+    if price is not None:
+        fields.append((44, price))
+    return fix("D", *fields, *extra)
+
+
+def test_order_entry_forwards_a_valid_order():
+    out = OrderEntry(BROKER1, MARKET).handle(d(), 0)
+    assert out == Forward(NewOrder("BROKER1", "FIRM1", "F1-001", "c1", "SBER", 1, 2, 0, 2800000, 10))
+
+
+@pytest.mark.parametrize("msg,words", [
+    (d(qty=2_000_000), "maximum"),
+    (d(price="400.00"), "collar"),
+    (d(price="280.00001"), "exact price"),
+    (d(price=None), "needs Price"),
+    (d(qty=900_000, price="300.00"), "notional"),
+])
+def test_order_entry_rejects_at_the_door(msg, words):
+    small = msgspec.structs.replace(BROKER1, max_notional=100_000_000 * 10**4)   # 100M RUB
+    out = OrderEntry(small, MARKET).handle(msg, 0)
+    assert isinstance(out, Reply) and out.msg_type == "8"
+    fields = dict(out.fields)
+    assert fields[150] == "8" and fields[39] == "8" and words in fields[58]
+
+
+def test_mass_cancel_scope_and_drop_copy_read_only():
+    entry = OrderEntry(BROKER1, MARKET)
+    firm = entry.handle(fix("q", (11, "m1"), (530, 7), (60, "20261123-10:00:00")), 0)
+    assert firm == Forward(MassCancel("BROKER1", "m1", firm="FIRM1", target_session=""))
+    mine = entry.handle(fix("q", (11, "m2"), (530, 1), (55, "GAZP"), (20001, "S"),
+                            (60, "20261123-10:00:00")), 0)
+    assert mine.cmd.target_session == "BROKER1" and mine.cmd.instrument == "GAZP"
+    dc = [s for s in CFG.gateway().sessions if s.drop_copy][0]
+    out = OrderEntry(dc, MARKET).handle(d(), 0)
+    assert isinstance(out, Reply) and "read-only" in dict(out.fields)[58]
+
+
+def test_throttle_refuses_excess_and_detects_abuse():
+    t = Throttle(rate=10, disconnect_after_s=2)
+    now = 1_000_000_000
+    assert all(t.allow(now) for _ in range(10))
+    assert not t.allow(now)
+    assert t.allow(now + 100_000_000)                  # 0.1 s later: one token back
+    for k in range(40):
+        t.allow(now + 200_000_000 + k * 1_000)
+    assert not t.abusive(now + 300_000_000)
+    assert not t.allow(now + 200_100_000) and t.abusive(now + 2_300_000_000)
+
+
+# ---------------------------------------------------------------------------------- info
+
+def test_info_answers_status_snapshot_and_security_list():
+    m = Market()
+    m.run(new("BROKER1", "FIRM1", "F1-001", "b", 1, 10, 2790000))
+    m.run(new("BROKER3", "FIRM2", "F2-001", "s", 2, 20, 2810000))
+    info = InfoService(m.replica, ReportWriter(4))
+    ((t, status),) = info.handle("BROKER1", fix("H", (11, "b"), (55, "SBER"), (54, 1)), 5)
+    fs = dict(status)
+    assert t == "8" and fs[150] == "I" and fs[39] == "0" and fs[151] == "10"
+    ((t, unknown),) = info.handle("BROKER1", fix("H", (11, "zz"), (55, "SBER"), (54, 1)), 5)
+    assert dict(unknown)[39] == "8" and dict(unknown)[103] == "5"
+    # another session's order is not visible
+    ((_, other),) = info.handle("BROKER1", fix("H", (11, "s"), (55, "SBER"), (54, 2)), 5)
+    assert dict(other)[39] == "8"
+    ((t, snap),) = info.handle("BROKER1", fix("V", (262, "r"), (263, 0), (264, 0), (267, 2),
+                                              (269, 0), (269, 1), (146, 1), (55, "SBER")), 5)
+    assert t == "W" and (268, "2") in snap and (270, "279") in snap and (270, "281") in snap
+    ((t, rej),) = info.handle("BROKER1", fix("V", (262, "r"), (263, 1), (264, 0), (267, 1),
+                                             (269, 0), (146, 1), (55, "SBER")), 5)
+    assert t == "Y" and "FAST" in dict(rej)[58]
+    ((t, sl),) = info.handle("BROKER1", fix("x", (320, "q"), (559, 4)), 5)
+    assert t == "y" and dict(sl)[146] == str(len(MARKET.instruments))
+    orders = info.handle("BROKER1", fix("AF", (584, "ms"), (585, 7)), 5)
+    assert len(orders) == 1 and dict(orders[0][1])[912] == "Y"
