@@ -36,6 +36,7 @@ from typing import Callable
 from bourse.config import BourseConfig, GatewayConfig, GatewaySession
 from engine.client import EngineLink, LinkClosed, LinkRefused
 from engine.commands import MassCancel
+from engine.events import BookUpdate, Trade
 from engine.link import Ack, Disconnect as LinkDisconnect, Events, Nack
 from fix_gateway.codec import FixMessage, split
 from fix_gateway.dictionary import load_dictionary
@@ -53,6 +54,7 @@ from fix_gateway.validator import Validator
 log = logging.getLogger("bourse.gateway")
 
 EVENT_SEQ_TAG = 20002
+_MARKET_EVENTS = (BookUpdate, Trade)
 ORDER_TYPES = frozenset({"D", "F", "G", "q"})
 INFO_TYPES = frozenset({"H", "AF", "V", "x"})
 DICTIONARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -264,9 +266,12 @@ class Gateway:
         now = self.clock()
         apply = self.replica.apply
         last = 0
+        touch = self.info.touch
         for ev in events:
             for report in apply(ev):
                 self._route(report, ev.seq, now)
+            if type(ev) in _MARKET_EVENTS:
+                touch(ev.instrument)
             last = ev.seq
         if last:
             os.pwrite(self._watermark_fd, struct.pack("<Q", last), 0)
@@ -376,6 +381,7 @@ class Gateway:
             return
         slot.conn = None
         now = self.clock()
+        self.info.end_session(slot.cfg.comp_id)
         self._perform(slot, slot.fix.on_disconnect(now))
         if slot.cfg.cancel_on_disconnect and not slot.cfg.drop_copy and not self._stopping:
             grace = slot.cfg.cancel_on_disconnect_grace_ms / 1000
@@ -404,6 +410,10 @@ class Gateway:
                 due = slot.fix.next_timer_ns
                 if due is not None and due <= now:
                     self._perform(slot, slot.fix.on_timer(now))
+            for session, msg_type, fields in self.info.due(now):
+                slot = self.slots.get(session)
+                if slot is not None and slot.fix.is_logged_on:
+                    self._send(slot, msg_type, fields, now)
 
 
 class _FixConnection(asyncio.Protocol):

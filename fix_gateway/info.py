@@ -8,9 +8,10 @@ Contract: ``InfoService.handle(session, firm, msg, now_ns)`` answers
   session (optionally of one Symbol), each with MassStatusReqID, TotNumReports and
   LastRptRequested on the last; none open: a single report with OrdStatus 8 and Text;
 - MarketDataRequest (V) with a MarketDataSnapshotFullRefresh (W) per instrument: bids and offers
-  (MarketDepth levels, 0 = full book) and the last trade, as the replica has them now.
-  Only snapshots (SubscriptionRequestType 0) are served here; streaming market data is the FAST
-  feed's job, so 1 and 2 get MarketDataRequestReject (Y) with a text saying so;
+  (MarketDepth levels, 0 = up to 20) and the last trade, as the replica has them now.
+  SubscriptionRequestType 1 also subscribes: ``due(now)`` then yields a new W per instrument
+  whose book or last trade changed (``touch``), conflated to one per 100 ms; 2 unsubscribes.
+  Limits and reject reasons as spec/rules-of-engagement.md section 12 publishes them;
 - SecurityListRequest (x) with a SecurityList (y) of the exchange's instruments (type 0: one
   symbol, type 4: all): symbol, ISIN, currency, lot, tick, reference price, price band.
 It returns a list of ``(msg_type, fields)`` to send.
@@ -34,12 +35,31 @@ def _status_report(o: OrderView, exec_id: str, now: int) -> ExecReport:
                       o.price, o.qty, o.cum_qty, o.leaves, o.filled_notional, ts=now)
 
 
+MAX_DEPTH = 20
+MAX_SYMBOLS = 50
+MAX_SUBSCRIPTIONS = 20
+CONFLATION_NS = 100_000_000
+
+
+class _Subscription:
+    __slots__ = ("req", "symbols", "depth", "types", "sent_at")
+
+    def __init__(self, req: str, symbols: tuple, depth: int, types: frozenset, now: int) -> None:
+        self.req = req
+        self.symbols = symbols
+        self.depth = depth
+        self.types = types
+        self.sent_at: dict[str, int] = {s: now for s in symbols}
+
+
 class InfoService:
     def __init__(self, replica: Replica, writer: ReportWriter) -> None:
         self.replica = replica
         self.writer = writer
         self.px: PriceFormat = writer.px
         self._n = 0
+        self.subscriptions: dict[str, dict[str, _Subscription]] = {}
+        self._dirty: set[str] = set()
         self._handlers = {"H": self._order_status, "AF": self._mass_status,
                           "V": self._market_data, "x": self._security_list}
 
@@ -94,32 +114,78 @@ class InfoService:
 
     def _market_data(self, session: str, m: FixMessage, now: int) -> list:
         req = _s(m.get(262))
-        if _s(m.get(263)) != "0":
-            return [("Y", [(262, req), (281, "4"),
-                           (58, "only snapshots (263=0) are served over FIX; subscribe to the "
-                                "FAST multicast feed for streaming market data")])]
+        kind = _s(m.get(263))
+        subs = self.subscriptions.setdefault(session, {})
+        if kind == "2":
+            if subs.pop(req, None) is None:
+                return [("Y", [(262, req), (58, "unknown MDReqID")])]
+            return []
         depth = int(m.get(264) or b"0")
-        types = {v for t, v in m.fields if t == 269}
-        symbols = [v.decode() for t, v in m.fields if t == 55]
-        out = []
+        types = frozenset(v for t, v in m.fields if t == 269)
+        symbols = tuple(v.decode() for t, v in m.fields if t == 55)
         for sym in symbols:
             if sym not in self.replica.books:
                 return [("Y", [(262, req), (281, "0"), (58, f"unknown symbol {sym}")])]
-        for sym in symbols:
-            entries = []
-            for side, etype in ((Side.BUY, b"0"), (Side.SELL, b"1")):
-                if etype in types:
-                    for pos, (px, qty, n) in enumerate(self.replica.depth(sym, side, depth), 1):
-                        entries.append([(269, etype.decode()), (270, self.px.format(px)),
-                                        (271, str(qty)), (346, str(n)), (290, str(pos))])
-            last = self.replica.last_trade.get(sym)
-            if b"2" in types and last:
-                entries.append([(269, "2"), (270, self.px.format(last[0])), (271, str(last[1]))])
-            f = [(262, req), (55, sym), (268, str(len(entries)))]
-            for e in entries:
-                f += e
-            out.append(("W", f))
+        if depth < 0 or depth > MAX_DEPTH:
+            return [("Y", [(262, req), (281, "5"),
+                           (58, f"MarketDepth must be 0 to {MAX_DEPTH}")])]
+        if len(symbols) > MAX_SYMBOLS:
+            return [("Y", [(262, req), (281, "2"),
+                           (58, f"at most {MAX_SYMBOLS} instruments per request")])]
+        if kind == "1":
+            if req in subs:
+                return [("Y", [(262, req), (281, "1"), (58, "MDReqID already active")])]
+            if len(subs) >= MAX_SUBSCRIPTIONS:
+                return [("Y", [(262, req), (281, "2"),
+                               (58, f"at most {MAX_SUBSCRIPTIONS} active subscriptions")])]
+            subs[req] = _Subscription(req, symbols, depth or MAX_DEPTH, types, now)
+        return [self._snapshot(req, sym, depth or MAX_DEPTH, types) for sym in symbols]
+
+    def _snapshot(self, req: str, sym: str, depth: int, types: frozenset) -> tuple[str, list]:
+        entries = []
+        for side, etype in ((Side.BUY, b"0"), (Side.SELL, b"1")):
+            if etype in types:
+                for pos, (px, qty, n) in enumerate(self.replica.depth(sym, side, depth), 1):
+                    entries.append([(269, etype.decode()), (270, self.px.format(px)),
+                                    (271, str(qty)), (346, str(n)), (290, str(pos))])
+        last = self.replica.last_trade.get(sym)
+        if b"2" in types and last:
+            stamp = format_utc_timestamp(last[2]).decode()
+            entries.append([(269, "2"), (270, self.px.format(last[0])), (271, str(last[1])),
+                            (272, stamp[:8]), (273, stamp[9:])])
+        f = [(262, req), (55, sym), (268, str(len(entries)))]
+        for e in entries:
+            f += e
+        return ("W", f)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def touch(self, symbol: str) -> None:
+        """The book or the last trade of ``symbol`` changed (called by the gateway)."""
+        self._dirty.add(symbol)
+
+    def due(self, now: int) -> list[tuple[str, str, list]]:
+        """Conflated updates: (session, msg_type, fields) for every subscription whose
+        instrument changed, at most one per instrument every ``CONFLATION_NS``."""
+        if not self._dirty:
+            return []
+        out = []
+        waiting = set()
+        for session, subs in self.subscriptions.items():
+            for sub in subs.values():
+                for sym in sub.symbols:
+                    if sym not in self._dirty:
+                        continue
+                    if now - sub.sent_at.get(sym, 0) < CONFLATION_NS:
+                        waiting.add(sym)
+                        continue
+                    sub.sent_at[sym] = now
+                    out.append((session, *self._snapshot(sub.req, sym, sub.depth, sub.types)))
+        self._dirty = waiting
         return out
+
+    def end_session(self, session: str) -> None:
+        self.subscriptions.pop(session, None)
 
     def _security_list(self, session: str, m: FixMessage, now: int) -> list:
         req = _s(m.get(320))

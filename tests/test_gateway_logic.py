@@ -197,10 +197,21 @@ def test_info_answers_status_snapshot_and_security_list():
     ((t, snap),) = info.handle("BROKER1", fix("V", (262, "r"), (263, 0), (264, 0), (267, 2),
                                               (269, 0), (269, 1), (146, 1), (55, "SBER")), 5)
     assert t == "W" and (268, "2") in snap and (270, "279") in snap and (270, "281") in snap
-    ((t, rej),) = info.handle("BROKER1", fix("V", (262, "r"), (263, 1), (264, 0), (267, 1),
+    ((t, first),) = info.handle("BROKER1", fix("V", (262, "sub"), (263, 1), (264, 1),
+                                               (267, 1), (269, 0), (146, 1), (55, "SBER")), 5)
+    assert t == "W" and (270, "279") in first
+    ((t, rej),) = info.handle("BROKER1", fix("V", (262, "sub"), (263, 1), (264, 1), (267, 1),
                                              (269, 0), (146, 1), (55, "SBER")), 5)
-    assert t == "Y" and "FAST" in dict(rej)[58]
+    assert t == "Y" and dict(rej)[281] == "1"
+    m.run(new("BROKER1", "FIRM1", "F1-001", "b2", 1, 10, 2795000))
+    info.touch("SBER")
+    assert info.due(50_000_000) == []                       # conflated: within 100 ms
+    ((sess, t, upd),) = info.due(200_000_000)
+    assert sess == "BROKER1" and t == "W" and (270, "279.5") in upd
+    assert info.due(400_000_000) == []                      # nothing changed since
+    assert info.handle("BROKER1", fix("V", (262, "sub"), (263, 2), (264, 1), (267, 1),
+                                      (269, 0), (146, 1), (55, "SBER")), 5) == []
     ((t, sl),) = info.handle("BROKER1", fix("x", (320, "q"), (559, 4)), 5)
     assert t == "y" and dict(sl)[146] == str(len(MARKET.instruments))
     orders = info.handle("BROKER1", fix("AF", (584, "ms"), (585, 7)), 5)
-    assert len(orders) == 1 and dict(orders[0][1])[912] == "Y"
+    assert len(orders) == 2 and 912 not in dict(orders[0][1]) and dict(orders[1][1])[912] == "Y"
