@@ -44,6 +44,7 @@ from fix_gateway.info import InfoService
 from fix_gateway.orders import Forward, OrderEntry
 from fix_gateway.replica import CancelRejectReport, ExecReport, MassCancelDone, Replica
 from fix_gateway.reports import ReportWriter
+from fix_gateway.schedule import last_reset_at
 from fix_gateway.session import (
     Deliver, Disconnect, Send, Session, SessionConfig, SessionEvent,
 )
@@ -77,6 +78,7 @@ class _Slot:
         self.conn: _FixConnection | None = None
         self.resume_after = 0           # events up to this seq were already reported
         self.cod: asyncio.TimerHandle | None = None
+        self.reset_logout_sent = False
 
 
 class Gateway:
@@ -320,6 +322,7 @@ class Gateway:
     def _on_session_event(self, slot: _Slot, ev: SessionEvent) -> None:
         if ev.kind == "logged_on":
             log.info("session %s logged on", slot.cfg.comp_id)
+            slot.reset_logout_sent = False
             if slot.cod is not None:
                 slot.cod.cancel()
                 slot.cod = None
@@ -399,6 +402,18 @@ class Gateway:
         self._submit(MassCancel(slot.cfg.comp_id, f"COD-{now:x}", firm=slot.cfg.firm,
                                 target_session=slot.cfg.comp_id))
 
+    def _daily_reset(self, now: int) -> None:
+        boundary = last_reset_at(now, self.gcfg.daily_reset_utc)
+        for slot in self.slots.values():
+            if slot.fix.store.created_ns >= boundary:
+                continue
+            if slot.conn is None and slot.fix.state == "disconnected":
+                log.info("session %s: daily sequence reset", slot.cfg.comp_id)
+                self._perform(slot, slot.fix.reset(now))
+            elif slot.fix.is_logged_on and not slot.reset_logout_sent:
+                slot.reset_logout_sent = True
+                self._perform(slot, slot.fix.logout("daily sequence reset: log on again", now))
+
     def _tick_slot(self, slot: _Slot) -> None:
         self._perform(slot, slot.fix.on_timer(self.clock()))
 
@@ -410,6 +425,8 @@ class Gateway:
                 due = slot.fix.next_timer_ns
                 if due is not None and due <= now:
                     self._perform(slot, slot.fix.on_timer(now))
+            if self.gcfg.daily_reset_utc:
+                self._daily_reset(now)
             for session, msg_type, fields in self.info.due(now):
                 slot = self.slots.get(session)
                 if slot is not None and slot.fix.is_logged_on:

@@ -215,3 +215,13 @@ def test_info_answers_status_snapshot_and_security_list():
     assert t == "y" and dict(sl)[146] == str(len(MARKET.instruments))
     orders = info.handle("BROKER1", fix("AF", (584, "ms"), (585, 7)), 5)
     assert len(orders) == 2 and 912 not in dict(orders[0][1]) and dict(orders[1][1])[912] == "Y"
+
+
+def test_daily_reset_instant():
+    from fix_gateway.schedule import last_reset_at
+    day = 86_400 * 10**9
+    base = 20_000 * day                                  # a UTC midnight
+    three = 3 * 3600 * 10**9
+    assert last_reset_at(base + three, "03:00") == base + three
+    assert last_reset_at(base + three - 1, "03:00") == base - day + three
+    assert last_reset_at(base + day - 1, "03:00") == base + three
