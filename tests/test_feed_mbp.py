@@ -1,0 +1,51 @@
+"""Market-by-price entries rebuild the engine's top of book exactly, window edges included."""
+from __future__ import annotations
+
+import pytest
+
+from bench.workload import default_refdata, generate
+from engine.commands import SequencedCommand
+from engine.core import Engine
+from marketdata.mbp import CHANGE, DELETE, NEW, FeedBooks
+
+
+def consumer_apply(book: dict, e: dict) -> None:
+    side = book.setdefault((e["Symbol"], e["MDEntryType"]), {})
+    price = e["MDEntryPx"][0]
+    if e["MDUpdateAction"] == DELETE:
+        assert price in side, "delete of a level the consumer does not hold"
+        del side[price]
+    elif e["MDUpdateAction"] == NEW:
+        assert price not in side, "new level already held"
+        side[price] = (e["MDEntrySize"], e["NumberOfOrders"])
+    else:
+        assert e["MDUpdateAction"] == CHANGE and price in side
+        side[price] = (e["MDEntrySize"], e["NumberOfOrders"])
+
+
+@pytest.mark.parametrize("depth", [1, 5, 20])
+def test_entries_rebuild_top_of_book(depth):
+    ref = default_refdata()
+    engine = Engine(ref)
+    feed = FeedBooks(ref, depth)
+    consumer: dict = {}
+    rpt: dict = {}
+    for seq, cmd in enumerate(generate(ref, 4000, seed=depth), 1):
+        for ev in engine.apply(SequencedCommand(seq, seq, "t", 0, cmd)):
+            for e in feed.on_event(ev):
+                sym = e["Symbol"]
+                assert e["RptSeq"] == rpt.get(sym, 0) + 1       # gap-free per instrument
+                rpt[sym] = e["RptSeq"]
+                if e["MDEntryType"] in ("0", "1"):
+                    consumer_apply(consumer, e)
+                    assert len(consumer[(sym, e["MDEntryType"])]) <= depth
+    for inst in ref.instruments:
+        for side, etype in ((1, "0"), (2, "1")):
+            expected = engine.book_levels(inst.symbol, side)[:depth]
+            got = consumer.get((inst.symbol, etype), {})
+            assert sorted(got.items(), reverse=(side == 1)) == [(p, (q, n)) for p, q, n in expected]
+        rpt_seq, entries = feed.snapshot(inst.symbol)
+        assert rpt_seq == rpt.get(inst.symbol, 0)
+        snap_bids = [(e["MDEntryPx"][0], e["MDEntrySize"], e["NumberOfOrders"])
+                     for e in entries if e["MDEntryType"] == "0"]
+        assert snap_bids == [tuple(x) for x in engine.book_levels(inst.symbol, 1)[:depth]]
