@@ -353,7 +353,8 @@ class Gateway:
             else:
                 self._send(slot, result.msg_type, result.fields, now)
         else:
-            for msg_type, fields in self.info.handle(slot.cfg.comp_id, msg, now):
+            for msg_type, fields in self.info.handle(slot.cfg.comp_id, msg, now,
+                                                     slot.cfg.firm):
                 self._send(slot, msg_type, fields, now)
 
     def attach(self, conn: "_FixConnection", first: FixMessage) -> _Slot | None:

@@ -2,11 +2,12 @@
 
 Contract: ``InfoService.handle(session, firm, msg, now_ns)`` answers
 - OrderStatusRequest (H) with one ExecutionReport (ExecType I) for the order named by OrderID
-  or ClOrdID in this session, or, for an unknown order, ExecType I / OrdStatus 8 with
-  OrdRejReason 5 (unknown order);
+  (any order of the session's firm) or ClOrdID (this session's), or, for an unknown order,
+  ExecType I / OrdStatus 8 with OrdRejReason 5 (unknown order);
 - OrderMassStatusRequest (AF) with one ExecutionReport (ExecType I) per open order of the
-  session (optionally of one Symbol), each with MassStatusReqID, TotNumReports and
-  LastRptRequested on the last; none open: a single report with OrdStatus 8 and Text;
+  firm, whichever session or gateway entered it (optionally of one Symbol), each with
+  MassStatusReqID, TotNumReports and LastRptRequested on the last; none open: a single report
+  with OrdStatus 8 and Text. Every gateway's replica gives the same answer;
 - MarketDataRequest (V) with a MarketDataSnapshotFullRefresh (W) per instrument: bids and offers
   (MarketDepth levels, 0 = up to 20) and the last trade, as the replica has them now.
   SubscriptionRequestType 1 also subscribes: ``due(now)`` then yields a new W per instrument
@@ -58,6 +59,7 @@ class InfoService:
         self.writer = writer
         self.px: PriceFormat = writer.px
         self._n = 0
+        self._firm = ""
         self.subscriptions: dict[str, dict[str, _Subscription]] = {}
         self._dirty: set[str] = set()
         self._handlers = {"H": self._order_status, "AF": self._mass_status,
@@ -66,7 +68,9 @@ class InfoService:
     def handles(self, msg_type: str) -> bool:
         return msg_type in self._handlers
 
-    def handle(self, session: str, msg: FixMessage, now: int) -> list[tuple[str, list]]:
+    def handle(self, session: str, msg: FixMessage, now: int, firm: str = ""
+               ) -> list[tuple[str, list]]:
+        self._firm = firm
         return self._handlers[msg.msg_type](session, msg, now)
 
     def _id(self, prefix: str, now: int) -> str:
@@ -79,8 +83,8 @@ class InfoService:
         oid = m.get(37)
         o = self.replica.find(session, _s(m.get(11)),
                               int(oid) if oid and oid.isdigit() and len(oid) < 19 else 0)
-        if o is not None and o.session != session:
-            o = None                           # another session's order: not visible here
+        if o is not None and o.session != session and o.firm != self._firm:
+            o = None                           # another firm's order: never visible
         extra = [(790, _s(m.get(790)))] if m.get(790) else []
         if o is None:
             f = [(37, _s(oid) or "NONE"), (11, _s(m.get(11))), *extra,
@@ -94,7 +98,8 @@ class InfoService:
     def _mass_status(self, session: str, m: FixMessage, now: int) -> list:
         req = _s(m.get(584))
         symbol = _s(m.get(55)) if _s(m.get(585)) == "1" else ""
-        orders = self.replica.open_orders(session, symbol)
+        orders = (self.replica.open_orders(instrument=symbol, firm=self._firm) if self._firm
+                  else self.replica.open_orders(session, symbol))
         if not orders:
             f = [(37, "NONE"), (584, req), (911, "0"), (912, "Y"), (17, self._id("S", now)),
                  (150, STATUS), (39, "8"), (55, symbol or "NONE"), (54, "1"), (151, "0"),

@@ -144,6 +144,7 @@ class Replica:
         self.orders: dict[int, OrderView] = {}
         self.by_clid: dict[tuple[str, str], int] = {}
         self.open_by_session: dict[str, dict[int, OrderView]] = {}
+        self.open_by_firm: dict[str, dict[int, OrderView]] = {}
         # books[symbol][side] = {price: (qty, orders)}
         self.books: dict[str, dict[int, dict[int, tuple[int, int]]]] = {
             s: {Side.BUY: {}, Side.SELL: {}} for s in self.instruments}
@@ -172,6 +173,7 @@ class Replica:
         self.orders[ev.order_id] = o
         self.by_clid[(ev.session, ev.cl_ord_id)] = ev.order_id
         self.open_by_session.setdefault(ev.session, {})[ev.order_id] = o
+        self.open_by_firm.setdefault(ev.firm, {})[ev.order_id] = o
         return [_report(o, f"{ev.seq}", NEW, ev.ts)]
 
     def _rejected(self, ev: OrderRejected) -> list:
@@ -265,6 +267,7 @@ class Replica:
 
     def _close(self, o: OrderView) -> None:
         self.open_by_session.get(o.session, {}).pop(o.order_id, None)
+        self.open_by_firm.get(o.firm, {}).pop(o.order_id, None)
 
     # ------------------------------------------------------------------ queries
 
@@ -274,8 +277,11 @@ class Replica:
         oid = self.by_clid.get((session, cl_ord_id))
         return self.orders.get(oid) if oid else None
 
-    def open_orders(self, session: str, instrument: str = "") -> list[OrderView]:
-        orders = self.open_by_session.get(session, {})
+    def open_orders(self, session: str = "", instrument: str = "", firm: str = ""
+                    ) -> list[OrderView]:
+        """Open orders of a session, or of a whole firm, in order-id order."""
+        orders = (self.open_by_firm.get(firm, {}) if firm
+                  else self.open_by_session.get(session, {}))
         return [o for o in orders.values() if not instrument or o.instrument == instrument]
 
     def depth(self, symbol: str, side: int, levels: int = 0) -> list[tuple[int, int, int]]:

@@ -225,3 +225,18 @@ def test_daily_reset_instant():
     assert last_reset_at(base + three, "03:00") == base + three
     assert last_reset_at(base + three - 1, "03:00") == base - day + three
     assert last_reset_at(base + day - 1, "03:00") == base + three
+
+
+def test_firm_sees_its_orders_from_any_session():
+    m = Market()
+    m.run(new("BROKER1", "FIRM1", "F1-001", "b", 1, 10, 2790000))
+    m.run(new("BROKER3", "FIRM2", "F2-001", "s", 2, 20, 2810000))
+    info = InfoService(m.replica, ReportWriter(4))
+    ((_, by_id),) = info.handle("BROKER2", fix("H", (37, 1), (11, "x"), (55, "SBER"), (54, 1)),
+                                5, "FIRM1")
+    assert dict(by_id)[39] == "0" and dict(by_id)[11] == "b"
+    ((_, foreign),) = info.handle("BROKER2", fix("H", (37, 2), (11, "x"), (55, "SBER"), (54, 2)),
+                                  5, "FIRM1")
+    assert dict(foreign)[39] == "8"
+    orders = info.handle("BROKER2", fix("AF", (584, "ms"), (585, 7)), 5, "FIRM1")
+    assert [dict(f)[11] for _, f in orders] == ["b"]
