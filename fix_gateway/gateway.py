@@ -461,6 +461,14 @@ class _FixConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception:  # a defect must cost one connection, never the gateway
+            log.exception("session %s: internal error on input from %s; connection closed",
+                          self.slot.cfg.comp_id if self.slot else "?", self.peer)
+            self.transport.abort()
+
+    def _received(self, data: bytes) -> None:
         gw = self.gw
         if self.slot is None:
             if self.closed:
