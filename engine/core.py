@@ -35,7 +35,8 @@ Matching: price-time priority; the incoming order takes the best opposite level,
   CANCEL_BOTH does both, NONE trades.
 Cancel: by ``order_id`` (takes precedence) or by the order's *current* cl_ord_id in the
   request's session; the order must belong to the request's firm. Checks: duplicate id,
-  unknown order, not owner. Allowed while halted. Events: OrderCancelled, BookUpdate.
+  unknown order, not owner. Allowed while halted. Events: OrderCancelled (its ``session`` is
+  the requesting session, which may be another session of the firm), BookUpdate.
 Replace: same lookup; checks: duplicate id, unknown order, not owner, market / instrument /
   firm halted, price <= 0, off tick, outside band, qty <= 0, lot, new leaves (qty - executed)
   <= 0, nothing to change, credit on the increase. A price change or a quantity increase loses
@@ -488,7 +489,8 @@ class Engine:
             del o.ids[o.cl_ord_id]
             o.ids = None
         sym = o.instrument
-        return [OrderCancelled(seq, cs, ts, oid, o.session, clid, sym, leaves, C_REQUESTED),
+        # The report goes to the requesting session (another session of the firm may cancel).
+        return [OrderCancelled(seq, cs, ts, oid, cmd.session, clid, sym, leaves, C_REQUESTED),
                 BookUpdate(seq + 1, cs, ts, sym, ((lvl.side, lvl.price, lvl.qty, len(lo)),))]
 
     # ------------------------------------------------------------------ ReplaceOrder

@@ -72,7 +72,7 @@ class OrderCancelled(msgspec.Struct, tag=4, **_EV):
     cmd_seq: int
     ts: int
     order_id: int
-    session: str        # the order's session
+    session: str        # the order's session; for a requested cancel, the requesting session
     cl_ord_id: str      # the cancel request's id ("" when unsolicited)
     instrument: str
     leaves: int         # quantity taken off the book

@@ -9,7 +9,8 @@ reads the clock and keeps timers. Its guarantees:
   is already connected get no answer and the connection is closed (and logged).
 - Transactions (D, F, G, q) go to the engine after the door checks; information requests
   (H, AF, V, x) are answered from the replica, which the engine's replication stream keeps
-  current. Every engine event about a session becomes a FIX message in that session's store,
+  current; order-state requests (H, AF) wait for a ping barrier on the engine link, so every
+  gateway answers with every event released before the request arrived. Every engine event about a session becomes a FIX message in that session's store,
   sent at once if the session is logged on, or delivered by resend after it logs on again.
   Drop-copy sessions get a copy (CopyMsgIndicator=Y) of every execution report of their firm.
 - Exactly once across gateway restarts: every message made from an engine event carries that
@@ -37,7 +38,7 @@ from bourse.config import BourseConfig, GatewayConfig, GatewaySession
 from engine.client import EngineLink, LinkClosed, LinkRefused
 from engine.commands import MassCancel
 from engine.events import BookUpdate, Trade
-from engine.link import Ack, Disconnect as LinkDisconnect, Events, Nack
+from engine.link import Ack, Disconnect as LinkDisconnect, Events, Heartbeat, Nack
 from fix_gateway.codec import FixMessage, split
 from fix_gateway.dictionary import load_dictionary
 from fix_gateway.info import InfoService
@@ -58,6 +59,7 @@ EVENT_SEQ_TAG = 20002
 _MARKET_EVENTS = (BookUpdate, Trade)
 ORDER_TYPES = frozenset({"D", "F", "G", "q"})
 INFO_TYPES = frozenset({"H", "AF", "V", "x"})
+ORDER_STATE_TYPES = frozenset({"H", "AF"})
 DICTIONARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "spec", "FIX44-bourse.xml")
 _MS = 1_000_000
@@ -65,6 +67,56 @@ _MS = 1_000_000
 
 class GatewayError(Exception):
     """The gateway cannot start; the message says why."""
+
+
+class _InboundStore:
+    """A session's store whose inbound MsgSeqNum reaches the disk only up to the first message
+    whose engine command is not acknowledged yet (acknowledged = journaled by the engine).
+
+    The session consumes a message (next expected MsgSeqNum + 1) before the gateway hands its
+    command to the engine; persisting that at once meant a crash in between lost the order
+    silently (never executed, never answered, never requested again). Now the persisted value
+    is ``commit()``ted after the gateway has acted on the input and held back while commands
+    are unacknowledged, so after a crash the broker is asked to resend from there (a resent
+    order the engine had already sequenced is refused as a duplicate ClOrdID, never executed
+    twice). Everything else is the wrapped store's.
+    """
+
+    def __init__(self, store: FileStore) -> None:
+        self._store = store
+        self._target = store.next_target_seq
+        self._holds: dict[int, int] = {}       # MsgSeqNum -> commands not acknowledged yet
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    @property
+    def next_target_seq(self) -> int:
+        return self._target
+
+    def set_next_target_seq(self, seq: int) -> None:
+        self._target = seq                     # persisted by commit()
+
+    def reset(self, now_ns: int) -> None:
+        self._store.reset(now_ns)
+        self._target = self._store.next_target_seq
+        self._holds.clear()
+
+    def hold(self, seq: int) -> None:
+        self._holds[seq] = self._holds.get(seq, 0) + 1
+
+    def release(self, seq: int) -> None:
+        n = self._holds.get(seq, 0)
+        if n > 1:
+            self._holds[seq] = n - 1
+        elif n:
+            del self._holds[seq]
+            self.commit()
+
+    def commit(self) -> None:
+        seq = min(self._target, min(self._holds)) if self._holds else self._target
+        if seq != self._store.next_target_seq:
+            self._store.set_next_target_seq(seq)
 
 
 class _Slot:
@@ -94,8 +146,11 @@ class Gateway:
         self.drop_copies: dict[str, list[_Slot]] = {}
         self.link: EngineLink | None = None
         self.inflight: dict[int, object] = {}
+        self._held: dict[int, tuple[_InboundStore, int]] = {}   # id(cmd) -> (store, MsgSeqNum)
         self._outbox: list = []
         self.unsent: list = []
+        self._barriers: dict[int, tuple[_Slot, FixMessage]] = {}
+        self._barrier_token = 0
         self._flush_scheduled = False
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -120,8 +175,8 @@ class Gateway:
         now = self.clock()
         for s in self.gcfg.sessions:
             try:
-                store = FileStore(os.path.join(self.gcfg.store_dir, s.comp_id),
-                                  fsync=self.gcfg.store_fsync, now_ns=now)
+                store = _InboundStore(FileStore(os.path.join(self.gcfg.store_dir, s.comp_id),
+                                                fsync=self.gcfg.store_fsync, now_ns=now))
             except StoreError as exc:
                 raise GatewayError(f"session {s.comp_id}: {exc}") from None
             fix = Session(SessionConfig(
@@ -215,24 +270,32 @@ class Gateway:
                             self.caught_up.set()
                     elif type(msg) is Ack:
                         for r in range(msg.first_req_id, msg.first_req_id + msg.count):
-                            self.inflight.pop(r, None)
+                            self._release(self.inflight.pop(r, None))
                     elif type(msg) is Nack:
                         log.error("engine refused requests %d..%d: %s", msg.first_req_id,
                                   msg.first_req_id + msg.count - 1, msg.reason)
                         for r in range(msg.first_req_id, msg.first_req_id + msg.count):
-                            self.inflight.pop(r, None)
+                            self._release(self.inflight.pop(r, None))
+                    elif type(msg) is Heartbeat:
+                        pending = self._barriers.pop(msg.token, None)
+                        if pending is not None:
+                            self._answer_info(pending[0], pending[1], self.clock())
                     elif type(msg) is LinkDisconnect:
                         log.warning("engine closed the link: %s", msg.reason)
                         break
             except (OSError, LinkClosed) as exc:
                 log.warning("engine link lost: %s", exc)
             self.engine_up.clear()
+            now = self.clock()
+            for slot, request in self._barriers.values():   # answer from what we have
+                self._answer_info(slot, request, now)
+            self._barriers.clear()
             await self.link.close()
             self.link = None
 
     def _resend_inflight(self, last_req: int) -> None:
         for r in [r for r in self.inflight if r <= last_req]:
-            del self.inflight[r]            # sequenced: the outcome is on the stream
+            self._release(self.inflight.pop(r))   # sequenced: the outcome is on the stream
         if self.inflight:
             pending = [self.inflight[r] for r in sorted(self.inflight)]
             self.inflight.clear()
@@ -246,7 +309,16 @@ class Gateway:
             for k, cmd in enumerate(cmds):
                 self.inflight[first + k] = cmd
 
-    def _submit(self, cmd) -> None:
+    def _release(self, cmd) -> None:
+        held = self._held.pop(id(cmd), None) if cmd is not None else None
+        if held is not None:
+            held[0].release(held[1])
+
+    def _submit(self, cmd, slot: "_Slot | None" = None, msg: FixMessage | None = None) -> None:
+        if slot is not None:                # hold the message's MsgSeqNum until acknowledged
+            seq = int(msg.get(34))
+            slot.fix.store.hold(seq)
+            self._held[id(cmd)] = (slot.fix.store, seq)
         self._outbox.append(cmd)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -349,13 +421,22 @@ class Gateway:
                     reply = slot.entry.unavailable(msg, now)
                     self._send(slot, reply.msg_type, reply.fields, now)
                     return
-                self._submit(result.cmd)
+                self._submit(result.cmd, slot, msg)
             else:
                 self._send(slot, result.msg_type, result.fields, now)
+        elif t in ORDER_STATE_TYPES and self.link is not None:
+            # Read-your-writes across gateways: answer once this replica has applied every
+            # event the engine had released when the request arrived (the engine answers the
+            # ping after all earlier events on this link, without touching the matching core).
+            self._barrier_token += 1
+            self._barriers[self._barrier_token] = (slot, msg)
+            self.link.ping(self._barrier_token)
         else:
-            for msg_type, fields in self.info.handle(slot.cfg.comp_id, msg, now,
-                                                     slot.cfg.firm):
-                self._send(slot, msg_type, fields, now)
+            self._answer_info(slot, msg, now)
+
+    def _answer_info(self, slot: _Slot, msg: FixMessage, now: int) -> None:
+        for msg_type, fields in self.info.handle(slot.cfg.comp_id, msg, now, slot.cfg.firm):
+            self._send(slot, msg_type, fields, now)
 
     def attach(self, conn: "_FixConnection", first: FixMessage) -> _Slot | None:
         sender = (first.get(49) or b"").decode("ascii", "replace")
@@ -488,7 +569,9 @@ class _FixConnection(asyncio.Protocol):
             data, self.pending = self.pending, b""
             now = gw.clock()
             gw._perform(slot, slot.fix.on_connect(now))
-        gw._perform(self.slot, self.slot.fix.on_bytes(data, gw.clock()))
+        slot = self.slot
+        gw._perform(slot, slot.fix.on_bytes(data, gw.clock()))
+        slot.fix.store.commit()
 
     def connection_lost(self, exc) -> None:
         self.closed = True

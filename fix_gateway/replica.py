@@ -207,6 +207,7 @@ class Replica:
         o.status = EXPIRED if ev.reason in _EXPIRING else CANCELED
         self._close(o)
         if ev.reason == CancelReason.REQUESTED and ev.cl_ord_id:
+            o.session = ev.session              # the requesting session gets the report
             o.orig_cl_ord_id, o.cl_ord_id = o.cl_ord_id, ev.cl_ord_id
             self.by_clid[(o.session, ev.cl_ord_id)] = o.order_id
             return [_report(o, f"{ev.seq}", o.status, ev.ts, orig=o.orig_cl_ord_id)]

@@ -834,7 +834,7 @@ def test_replace_from_another_session_moves_the_current_id_there():
     assert only(x.cancel(orig="b", session="S1"), CancelRejected).reason == R.UNKNOWN_ORDER
     assert only(x.cancel(orig="a", session="S1"), CancelRejected).reason == R.UNKNOWN_ORDER
     evs = x.cancel(orig="b", session="S2")
-    assert evs[0].order_id == a and evs[0].session == "S1"
+    assert evs[0].order_id == a and evs[0].session == "S2"     # reported to the requester
 
 
 def test_empty_cl_ord_id_is_never_a_duplicate_and_never_found():

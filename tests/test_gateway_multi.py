@@ -110,7 +110,7 @@ def test_firm_state_is_consistent_across_gateways(tmp_path, procs):
         # the firm's other session, on the other gateway, sees the order
         b.send("H", (37, order_id.decode()), (11, "?"), (55, "SBER"), (54, 1))
         status = b.recv("8")
-        assert status.get(150) == b"I" and status.get(39) == b"0" and status.get(11) == b"a1"
+        assert status.get(150) == b"I" and status.get(39) == b"0" and status.get(11) == b"a1", str(status)
         # another firm's session fills part of it; both views agree on the new state
         c.send("D", *order("c1", 2, 10, "279.00", "B1"))
         fill = a.recv("8")
