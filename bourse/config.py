@@ -19,14 +19,19 @@ Contract:
   ``[gateway]``, ``[marketdata]``, ``[index]``) are not part of it.
 - Adding a process section is one struct plus one field of ``_Sections``: the section is decoded
   as part of ``ConfigFile`` and copied as is into ``BourseConfig``.
+- ``[index]`` (the index server process) and ``[[indices]]`` (index definitions, validated and
+  built by ``index_server.definitions.build_indices`` into ``BourseConfig.indices``) are
+  described in spec/index-vendor-api.md.
 
 The reference of every key is spec/configuration.md.
 """
 from __future__ import annotations
 
+import datetime
 import decimal
 import difflib
 import importlib.resources
+import ipaddress
 import os
 import re
 import tomllib
@@ -35,6 +40,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from engine.refdata import Firm, Instrument, MarketRefData, StpMode
+from index_server.definitions import IndexDefinition, IndexDefinitionError, build_indices
 
 __all__ = [
     "BourseConfig",
@@ -44,8 +50,11 @@ __all__ = [
     "EngineConfig",
     "GatewayConfig",
     "GatewaySession",
+    "IndexConfig",
+    "IndexSection",
     "FirmSection",
     "InstrumentSection",
+    "MarketDataConfig",
     "MarketSection",
     "load_config",
     "parse_config",
@@ -172,6 +181,114 @@ class GatewayConfig(msgspec.Struct, frozen=True):
     sessions: tuple[GatewaySession, ...]
 
 
+class IndexConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[index]``: the index server process (vendor HTTP endpoint, publication defaults)."""
+
+    host: NonEmpty = "127.0.0.1"
+    http_port: Port = 8080                 # 0 = ephemeral
+    cadence_ms: Positive = 1000            # publish every cadence (IMOEX: once a second)
+    on_change: bool = False                # also publish on every change ...
+    on_change_max_per_s: Positive = 100    # ... at most this many times a second per index
+
+
+class IndexConstituentSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[indices.constituents]]`` (or ``[[indices.rebalances.constituents]]``) table."""
+
+    symbol: NonEmpty
+    shares: Positive                       # number of shares issued
+    free_float: DecimalText                # coefficient in (0, 1]
+    weight_cap: DecimalText = "1"          # starting weight coefficient; the cap may lower it
+
+
+class IndexRebalanceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
+                            kw_only=True):
+    """One ``[[indices.rebalances]]`` table: the complete new basket from ``effective`` on."""
+
+    effective: Annotated[datetime.datetime, msgspec.Meta(tz=True)]
+    constituents: Annotated[tuple[IndexConstituentSection, ...], msgspec.Meta(min_length=1)]
+    weight_cap_pct: DecimalText | None = None   # None: the index's
+
+
+class IndexSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ``[[indices]]`` table; built into ``index_server.definitions.IndexDefinition``."""
+
+    code: NonEmpty
+    name: str
+    base_value: DecimalText
+    divisor: DecimalText | None = None
+    base_capitalisation: DecimalText | None = None
+    weight_cap_pct: DecimalText = "15"
+    cadence_ms: Positive | None = None          # None: from [index]
+    on_change: bool | None = None
+    on_change_max_per_s: Positive | None = None
+    constituents: Annotated[tuple[IndexConstituentSection, ...], msgspec.Meta(min_length=1)]
+    rebalances: tuple[IndexRebalanceSection, ...] = ()
+
+
+def _multicast_feed(value: str) -> str | None:
+    """Problem with a ``"GROUP:PORT"`` multicast feed address, or None when it is valid."""
+    import ipaddress
+
+    group, sep, port = value.rpartition(":")
+    try:
+        ip = ipaddress.IPv4Address(group)
+    except ValueError:
+        ip = None
+    if not sep or ip is None or not ip.is_multicast or not port.isdigit() \
+            or not 1 <= int(port) <= 65535:
+        return f"expected \"GROUP:PORT\" with an IPv4 multicast group (224.0.0.0/4) and a port " \
+               f"1-65535, got {value!r}"
+    return None
+
+
+class MarketDataConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[marketdata]``: the FAST multicast feed publisher and its TCP replay (spec/feed.md).
+
+    Every channel has an A and a B feed (``"GROUP:PORT"``), carrying the same datagrams.
+    """
+
+    interface: NonEmpty = "127.0.0.1"      # IPv4 address: IP_MULTICAST_IF and the join interface
+    ttl: Annotated[int, msgspec.Meta(ge=0, le=255)] = 1   # 0 or 1 unless allow_routed_ttl
+    allow_routed_ttl: bool = False         # permit ttl > 1 (datagrams leave the local network)
+    loopback: bool = True                  # IP_MULTICAST_LOOP: local subscribers see the feed
+    incremental_a: NonEmpty = "239.195.1.1:16001"
+    incremental_b: NonEmpty = "239.195.1.129:17001"
+    snapshot_a: NonEmpty = "239.195.1.2:16002"
+    snapshot_b: NonEmpty = "239.195.1.130:17002"
+    instruments_a: NonEmpty = "239.195.1.3:16003"
+    instruments_b: NonEmpty = "239.195.1.131:17003"
+    depth: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    snapshot_interval_ms: Positive = 1000  # start of one snapshot cycle to the next
+    instrument_interval_ms: Positive = 5000
+    heartbeat_ms: Positive = 1000          # a channel idle this long sends a Heartbeat
+    replay_host: NonEmpty = "127.0.0.1"
+    replay_port: Port = 9200               # 0 = ephemeral
+    replay_max_messages: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    replay_buffer: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 100_000
+    max_datagram: Annotated[int, msgspec.Meta(ge=256, le=65507)] = 1400
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(self.interface)
+        except ValueError:
+            raise ValueError(f"interface: expected an IPv4 address, got {self.interface!r}")
+        if self.ttl > 1 and not self.allow_routed_ttl:
+            raise ValueError(f"ttl: must be 0 or 1 (host or local network only), got {self.ttl}; "
+                             f"set allow_routed_ttl = true to send further")
+        seen: dict[str, str] = {}
+        for name in ("incremental_a", "incremental_b", "snapshot_a", "snapshot_b",
+                     "instruments_a", "instruments_b"):
+            value = getattr(self, name)
+            problem = _multicast_feed(value)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+            if value in seen:
+                raise ValueError(f"{name}: {value} is already used by {seen[value]}")
+            seen[value] = name
+
+
 class _Sections(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Process sections shared verbatim by ``ConfigFile`` and ``BourseConfig``.
 
@@ -180,6 +297,8 @@ class _Sections(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """
 
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    marketdata: MarketDataConfig = msgspec.field(default_factory=MarketDataConfig)
+    index: IndexConfig = msgspec.field(default_factory=IndexConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,6 +343,7 @@ class ConfigFile(_Sections, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     gateways: tuple[GatewaySection, ...] = ()
     instruments: Annotated[tuple[InstrumentSection, ...], msgspec.Meta(min_length=1)]
     firms: tuple[FirmSection, ...] = ()
+    indices: tuple[IndexSection, ...] = ()
 
 
 class BourseConfig(_Sections, frozen=True, kw_only=True):
@@ -233,6 +353,7 @@ class BourseConfig(_Sections, frozen=True, kw_only=True):
     market: MarketRefData
     digest: str                 # market.digest(), hex SHA-256
     gateways: tuple[GatewayConfig, ...] = ()
+    indices: tuple[IndexDefinition, ...] = ()
 
     def gateway(self, node_id: str | None = None) -> GatewayConfig:
         """The gateway ``node_id`` (the only one when None); KeyError names the choices."""
@@ -294,11 +415,32 @@ def parse_config(text: str, source: str = "<string>") -> BourseConfig:
     try:
         gateways = tuple(_build_gateway(g, market, f"gateways[{i}]")
                          for i, g in enumerate(raw.gateways))
+        _check_gateways_unique(gateways)
     except _Fail as fail:
+        raise ConfigError(source, fail.key, fail.problem) from None
+    try:
+        indices = build_indices(raw.indices, market, raw.index)
+    except IndexDefinitionError as fail:
         raise ConfigError(source, fail.key, fail.problem) from None
     sections = {name: getattr(raw, name) for name in _Sections.__struct_fields__}
     return BourseConfig(source=source, market=market, digest=market.digest(),
-                        gateways=gateways, **sections)
+                        gateways=gateways, indices=indices, **sections)
+
+
+def _check_gateways_unique(gateways: tuple[GatewayConfig, ...]) -> None:
+    nodes: dict[str, int] = {}
+    owners: dict[str, str] = {}
+    for i, g in enumerate(gateways):
+        if g.node_id in nodes:
+            raise _Fail(f"gateways[{i}].node_id", f"duplicate gateway node id {g.node_id!r} "
+                        f"(already gateways[{nodes[g.node_id]}])")
+        nodes[g.node_id] = i
+        for j, s in enumerate(g.sessions):
+            if s.comp_id in owners:
+                raise _Fail(f"gateways[{i}].sessions[{j}].comp_id",
+                            f"session {s.comp_id!r} is already on gateway {owners[s.comp_id]!r}; "
+                            "a session lives on one gateway")
+            owners[s.comp_id] = g.node_id
 
 
 def _build_gateway(g: GatewaySection, market: MarketRefData, where: str) -> GatewayConfig:
@@ -318,15 +460,23 @@ def _build_gateway(g: GatewaySection, market: MarketRefData, where: str) -> Gate
             raise _Fail(f"{at}.firm", f"unknown firm {s.firm!r} (firms: {', '.join(sorted(firms))})")
         if s.heartbeat_min_s > s.heartbeat_max_s:
             raise _Fail(f"{at}.heartbeat_min_s", "must not exceed heartbeat_max_s")
+        for k, address in enumerate(s.allowed_addresses):
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise _Fail(f"{at}.allowed_addresses[{k}]",
+                            f"expected an IP address such as \"127.0.0.1\", got {address!r}")
         collar = _to_decimal(s.price_collar_pct, f"{at}.price_collar_pct")
         if not 0 < collar <= 100 or (collar * 100) != (collar * 100).to_integral_value():
             raise _Fail(f"{at}.price_collar_pct",
                         "expected a percentage above 0 and at most 100, with at most 2 decimals")
+        max_notional = _to_units(s.max_notional, market.price_decimals, f"{at}.max_notional")
+        if max_notional <= 0:
+            raise _Fail(f"{at}.max_notional", "must be a positive amount")
         sessions.append(GatewaySession(
             s.comp_id, s.firm, s.password, s.drop_copy, s.heartbeat_min_s, s.heartbeat_max_s,
             s.reset_on_logon, s.throttle_per_s, s.throttle_disconnect_s, s.max_order_qty,
-            _to_units(s.max_notional, market.price_decimals, f"{at}.max_notional"),
-            int(collar * 100), s.allowed_addresses, s.cancel_on_disconnect,
+            max_notional, int(collar * 100), s.allowed_addresses, s.cancel_on_disconnect,
             s.cancel_on_disconnect_grace_ms))
     return GatewayConfig(g.node_id, g.host, g.port, g.comp_id, g.store_dir, g.store_fsync,
                          g.daily_reset_utc, g.sending_time_tolerance_s, tuple(sessions))

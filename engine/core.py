@@ -41,7 +41,8 @@ Replace: same lookup; checks: duplicate id, unknown order, not owner, market / i
   firm halted, price <= 0, off tick, outside band, qty <= 0, lot, new leaves (qty - executed)
   <= 0, nothing to change, credit on the increase. A price change or a quantity increase loses
   time priority (back of the new level); a pure decrease keeps it. A crossing price matches as
-  an aggressor. Events: OrderReplaced (the new id becomes the order's current id), Trades /
+  an aggressor. Events: OrderReplaced (the new id becomes the order's current id, and the order
+  moves to the requesting session, which may be another session of the firm), Trades /
   self-trade cancels, BookUpdate. Failures: CancelRejected(is_replace=True).
 CancelRejected.order_id is the order's id once it is found and owned by the firm, else 0.
 MassCancel: all non-empty filters (firm, target_session, instrument) must match; none set ->
@@ -545,6 +546,7 @@ class Engine:
         else:
             o.ids = None
         o.cl_ord_id = clid
+        o.session = cmd.session         # a replace from another session of the firm moves it
         o.qty = qty
         sym = o.instrument
         side = o.side

@@ -27,6 +27,7 @@ reads the clock and keeps timers. Its guarantees:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -86,6 +87,7 @@ class _InboundStore:
         self._store = store
         self._target = store.next_target_seq
         self._holds: dict[int, int] = {}       # MsgSeqNum -> commands not acknowledged yet
+        self._order: collections.deque[int] = collections.deque()   # held MsgSeqNums, ascending
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -101,9 +103,13 @@ class _InboundStore:
         self._store.reset(now_ns)
         self._target = self._store.next_target_seq
         self._holds.clear()
+        self._order.clear()
 
     def hold(self, seq: int) -> None:
-        self._holds[seq] = self._holds.get(seq, 0) + 1
+        n = self._holds.get(seq, 0)
+        self._holds[seq] = n + 1
+        if not n:
+            self._order.append(seq)            # messages are consumed in MsgSeqNum order
 
     def release(self, seq: int) -> None:
         n = self._holds.get(seq, 0)
@@ -114,7 +120,10 @@ class _InboundStore:
             self.commit()
 
     def commit(self) -> None:
-        seq = min(self._target, min(self._holds)) if self._holds else self._target
+        order, holds = self._order, self._holds
+        while order and order[0] not in holds:
+            order.popleft()
+        seq = min(self._target, order[0]) if order else self._target
         if seq != self._store.next_target_seq:
             self._store.set_next_target_seq(seq)
 
@@ -129,6 +138,9 @@ class _Slot:
         self.throttle = Throttle(cfg.throttle_per_s, cfg.throttle_disconnect_s)
         self.conn: _FixConnection | None = None
         self.resume_after = 0           # events up to this seq were already reported
+        #: ExecIDs already stored for event ``resume_after`` when only some of its reports may
+        #: have been stored before a crash (None: that event was reported in full)
+        self.resume_partial: set | None = None
         self.cod: asyncio.TimerHandle | None = None
         self.reset_logout_sent = False
 
@@ -141,7 +153,10 @@ class Gateway:
         self.clock = clock
         self.replica = Replica(config.market)
         self.writer = ReportWriter(config.market.price_decimals)
-        self.info = InfoService(self.replica, self.writer)
+        # ids this gateway makes itself (status reports, its own rejects): unique per node
+        # and per start
+        self.id_prefix = f"{gcfg.node_id}.{clock() // 1_000_000:x}"
+        self.info = InfoService(self.replica, self.writer, self.id_prefix)
         self.slots: dict[str, _Slot] = {}
         self.drop_copies: dict[str, list[_Slot]] = {}
         self.link: EngineLink | None = None
@@ -185,8 +200,13 @@ class Gateway:
                 sending_time_tolerance_s=float(self.gcfg.sending_time_tolerance_s),
                 password=s.password or None, reset_on_logon=s.reset_on_logon,
                 supported_app_msg_types=ORDER_TYPES | INFO_TYPES), store, validator)
-            slot = _Slot(s, fix, OrderEntry(s, self.cfg.market))
-            slot.resume_after = max(watermark, _last_event_seq(store))
+            entry = OrderEntry(s, self.cfg.market, id_prefix="G" + self.id_prefix,
+                               instrument_of=self._instrument_of)
+            slot = _Slot(s, fix, entry)
+            last, stored = _last_event_seq(store)
+            slot.resume_after = max(watermark, last)
+            if last > watermark:        # the crash may have come between reports of ``last``
+                slot.resume_partial = stored
             self.slots[s.comp_id] = slot
             if s.drop_copy:
                 self.drop_copies.setdefault(s.firm, []).append(slot)
@@ -209,6 +229,12 @@ class Gateway:
                                f"{exc.strerror or exc}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.ensure_future(self._timers()))
+        # After a restart nobody is connected: sessions that had orders resting get the same
+        # cancel-on-disconnect treatment as if their connection had just dropped.
+        for slot in self.slots.values():
+            if slot.cfg.cancel_on_disconnect and not slot.cfg.drop_copy:
+                slot.cod = loop.call_later(slot.cfg.cancel_on_disconnect_grace_ms / 1000,
+                                           self._cancel_on_disconnect, slot)
 
     async def close(self) -> None:
         self._stopping = True
@@ -229,6 +255,10 @@ class Gateway:
             await self.link.close()
         if self._watermark_fd >= 0:
             os.close(self._watermark_fd)
+
+    def _instrument_of(self, session: str, cl_ord_id: str, order_id: int) -> str | None:
+        o = self.replica.find(session, cl_ord_id, order_id)
+        return o.instrument if o is not None else None
 
     # ------------------------------------------------------------------ engine side
 
@@ -355,14 +385,14 @@ class Gateway:
         tag = (EVENT_SEQ_TAG, seq)
         if type(r) is ExecReport:
             fields = self.writer.execution_report(r)
-            if slot is not None and seq > slot.resume_after:
+            if slot is not None and _fresh(slot, seq, r.exec_id):
                 self._send(slot, "8", fields + [tag], now)
             for dc in self.drop_copies.get(r.firm, ()):
-                if seq > dc.resume_after:
+                if _fresh(dc, seq, r.exec_id):
                     copy = fields[:2] + [(453, 1), (448, r.session), (447, "D"), (452, 55)] \
                         + fields[2:] + [(797, "Y"), tag]
                     self._send(dc, "8", copy, now)
-        elif slot is None or seq <= slot.resume_after:
+        elif slot is None or not _fresh(slot, seq, None):
             return
         elif type(r) is CancelRejectReport:
             self._send(slot, "9", self.writer.cancel_reject(r) + [tag], now)
@@ -579,14 +609,29 @@ class _FixConnection(asyncio.Protocol):
             self.gw.detach(self.slot, self)
 
 
-def _last_event_seq(store) -> int:
-    """The highest EventSeqNum among the last messages of a session's store (0 if none)."""
+def _fresh(slot: _Slot, seq: int, exec_id: str | None) -> bool:
+    """Whether the report ``exec_id`` (None: a report without ExecID) of event ``seq`` is still
+    to be made for ``slot``: one event can make several reports for one session (both sides of
+    a trade between two of its orders) and a crash can come between them."""
+    if seq != slot.resume_after:
+        return seq > slot.resume_after
+    return slot.resume_partial is not None and exec_id not in slot.resume_partial
+
+
+def _last_event_seq(store) -> tuple[int, set]:
+    """The highest EventSeqNum among the last messages of a session's store (0 if none) and
+    the ExecIDs (None for a message without one) of the stored messages made from it."""
     last = store.last_saved_seq()
     begin = max(1, last - 200)
-    best = 0
+    best, stored = 0, set()
     for _seq, data in store.get_range(begin, last, 1000):
         i = data.rfind(b"\x0120002=")
         if i >= 0:
             j = data.index(b"\x01", i + 1)
-            best = max(best, int(data[i + 7:j]))
-    return best
+            ev = int(data[i + 7:j])
+            if ev > best:
+                best, stored = ev, set()
+            if ev == best:
+                k = data.find(b"\x0117=")
+                stored.add(data[k + 4:data.index(b"\x01", k + 4)].decode() if k >= 0 else None)
+    return best, stored

@@ -54,8 +54,11 @@ class _Subscription:
 
 
 class InfoService:
-    def __init__(self, replica: Replica, writer: ReportWriter) -> None:
+    def __init__(self, replica: Replica, writer: ReportWriter, id_prefix: str = "S") -> None:
+        """``id_prefix`` makes the ExecIDs and report ids this service makes unique among
+        gateways and restarts (the gateway passes its node id and start time)."""
         self.replica = replica
+        self.id_prefix = id_prefix
         self.writer = writer
         self.px: PriceFormat = writer.px
         self._n = 0
@@ -75,7 +78,7 @@ class InfoService:
 
     def _id(self, prefix: str, now: int) -> str:
         self._n += 1
-        return f"{prefix}{now:x}-{self._n}"
+        return f"{prefix}-{self.id_prefix}-{self._n}"
 
     # ------------------------------------------------------------------ orders
 

@@ -45,8 +45,14 @@ def _s(v: bytes | None) -> str:
 
 
 class OrderEntry:
-    def __init__(self, session: GatewaySession, refdata: MarketRefData) -> None:
+    def __init__(self, session: GatewaySession, refdata: MarketRefData, *, id_prefix: str = "G",
+                 instrument_of=None) -> None:
+        """``instrument_of(session, orig_cl_ord_id, order_id)`` looks an order's instrument up
+        (the gateway passes its replica's); ``id_prefix`` makes this gateway's own ExecIDs
+        unique among gateways and restarts."""
         self.cfg = session
+        self.id_prefix = id_prefix
+        self.instrument_of = instrument_of
         self.px = PriceFormat(refdata.price_decimals)
         self.ref = {i.symbol: i.ref_price for i in refdata.instruments}
         self._rejects = 0
@@ -72,7 +78,9 @@ class OrderEntry:
     def _new(self, m: FixMessage, now: int) -> Forward | Reply:
         symbol = _s(m.get(55))
         ord_type = int(m.get(40))
-        qty = int(m.get(38))
+        qty = _whole(m.get(38))
+        if qty is None:
+            return self._order_reject(m, now, QTY_TEXT, "13")
         tif = int(m.get(59) or b"0")
         price = 0
         if ord_type == OrdType.LIMIT:
@@ -96,12 +104,21 @@ class OrderEntry:
 
     def _replace(self, m: FixMessage, now: int) -> Forward | Reply:
         raw = m.get(44)
-        qty = int(m.get(38))
+        qty = _whole(m.get(38))
+        if qty is None:
+            return self._cancel_reject(m, now, QTY_TEXT, is_replace=True)
+        symbol = _s(m.get(55))
+        if self.instrument_of is not None:
+            current = self.instrument_of(self.cfg.comp_id, _s(m.get(41)), _order_id(m.get(37)))
+            if current is not None and current != symbol:
+                return self._cancel_reject(
+                    m, now, f"Symbol (55) {symbol} is not the order's instrument {current}",
+                    is_replace=True)
         price = self.px.parse(raw) if raw is not None else None
         if price is None:
             return self._cancel_reject(m, now, "OrderCancelReplaceRequest needs an exact Price (44)",
                                        is_replace=True)
-        problem = self._limits(_s(m.get(55)), OrdType.LIMIT, price, qty)
+        problem = self._limits(symbol, OrdType.LIMIT, price, qty)
         if problem:
             return self._cancel_reject(m, now, problem, is_replace=True)
         return Forward(ReplaceOrder(self.cfg.comp_id, self.cfg.firm, _s(m.get(11)),
@@ -142,7 +159,7 @@ class OrderEntry:
 
     def _exec_id(self, now: int) -> str:
         self._rejects += 1
-        return f"G{now:x}-{self._rejects}"
+        return f"{self.id_prefix}-{self.cfg.comp_id}-{self._rejects}"
 
     def _refuse(self, m: FixMessage, now: int, text: str) -> Reply:
         t = m.msg_type
@@ -171,6 +188,19 @@ class OrderEntry:
         return Reply("r", [(11, _s(m.get(11))), (37, self._exec_id(now)),
                            (530, _s(m.get(530)) or "7"), (531, "0"), (532, reason), (58, text),
                            (60, format_utc_timestamp(now))])
+
+
+QTY_TEXT = "OrderQty (38) must be a whole positive number of shares"
+
+
+def _whole(v: bytes | None) -> int | None:
+    """A quantity as a whole number (``100`` or ``100.0``), else None."""
+    if v is None:
+        return None
+    whole, _, frac = v.partition(b".")
+    if not whole.isdigit() or len(whole) > 15 or (frac and frac.strip(b"0")):
+        return None
+    return int(whole)
 
 
 def _order_id(v: bytes | None) -> int:

@@ -22,7 +22,7 @@ from engine.events import (
     BookUpdate, CancelRejected, MassCancelReport, OrderAccepted, OrderCancelled, OrderRejected,
     OrderReplaced, Trade, TradingStatus,
 )
-from engine.reasons import CANCEL_TEXT, CancelReason
+from engine.reasons import CANCEL_TEXT, CancelReason, RejectReason
 from engine.refdata import MarketRefData
 
 # FIX 4.4 OrdStatus (39) / ExecType (150) values
@@ -109,6 +109,7 @@ class CancelRejectReport(msgspec.Struct, frozen=True):
     reason: int
     text: str
     ts: int
+    too_late: bool = False   # the order exists but is already filled, cancelled or expired
 
 
 class MassCancelDone(msgspec.Struct, frozen=True):
@@ -231,14 +232,16 @@ class Replica:
 
     def _cancel_rejected(self, ev: CancelRejected) -> list:
         o = self.orders.get(ev.order_id) if ev.order_id else None
-        if o is None and ev.orig_cl_ord_id:
+        if o is None and ev.reason == RejectReason.UNKNOWN_ORDER and ev.orig_cl_ord_id:
+            # the engine knows only live orders: a done order of this session is "too late"
             oid = self.by_clid.get((ev.session, ev.orig_cl_ord_id))
             o = self.orders.get(oid) if oid else None
         status = o.status if o is not None else REJECTED
         firm = o.firm if o is not None else ""
+        too_late = o is not None and not o.is_open
         return [CancelRejectReport(ev.session, firm, ev.cl_ord_id, ev.orig_cl_ord_id,
                                    o.order_id if o else 0, status, ev.is_replace, ev.reason,
-                                   ev.text, ev.ts)]
+                                   ev.text, ev.ts, too_late)]
 
     def _mass_cancel(self, ev: MassCancelReport) -> list:
         return [MassCancelDone(ev.session, ev.cl_ord_id, ev.instrument, ev.target_session,

@@ -46,6 +46,13 @@ CXL_REJ_REASON = {
     RR.INSTRUMENT_HALTED: "2",
     RR.FIRM_HALTED: "2",
     RR.NOT_OWNER: "2",
+    RR.PRICE_OUTSIDE_BAND: "8",      # price exceeds current price band
+    RR.PRICE_OFF_TICK: "18",         # invalid price increment
+}
+
+#: engine RejectReason -> MassCancelRejectReason (532)
+MASS_CANCEL_REJECT_REASON = {
+    RR.UNKNOWN_INSTRUMENT: "1",      # invalid or unknown security
 }
 
 
@@ -88,7 +95,7 @@ class ReportWriter:
         f = [(37, str(r.order_id) if r.order_id else "NONE"), (11, r.cl_ord_id),
              (41, r.orig_cl_ord_id or "NONE"), (39, r.ord_status),
              (434, "2" if r.is_replace else "1"),
-             (102, CXL_REJ_REASON.get(r.reason, OTHER))]
+             (102, "0" if r.too_late else CXL_REJ_REASON.get(r.reason, OTHER))]
         if r.text:
             f.append((58, r.text))
         f.append((60, format_utc_timestamp(r.ts)))
@@ -100,7 +107,8 @@ class ReportWriter:
         response = "0" if r.reason else request_type
         f = [(11, r.cl_ord_id), (37, r.report_id), (530, request_type), (531, response)]
         if r.reason:
-            f += [(532, "99"), (58, r.text or "mass cancel rejected")]
+            f += [(532, MASS_CANCEL_REJECT_REASON.get(r.reason, OTHER)),
+                  (58, r.text or "mass cancel rejected")]
         else:
             f.append((533, str(r.cancelled)))
         if r.instrument:

@@ -1,9 +1,11 @@
 """Per-session message throttle: a token bucket with a sustained-abuse detector (pure).
 
 Contract: ``allow(now_ns)`` spends one token and returns True, or returns False when the session
-is over ``rate`` messages per second (bucket depth: one second's worth). ``abusive(now_ns)`` is
-True once the session has been refused continuously for ``disconnect_after_s`` seconds, at
-which point the gateway logs the session out. Time is an argument; nothing reads a clock.
+is over ``rate`` messages per second (bucket depth: one second's worth). Time is cut into whole
+seconds from the first message; ``abusive(now_ns)`` is True once the session has had refusals in
+``disconnect_after_s`` consecutive seconds (a second without any refusal starts the count
+again), at which point the gateway logs the session out. Time is an argument; nothing reads a
+clock.
 """
 from __future__ import annotations
 
@@ -11,26 +13,41 @@ _S = 1_000_000_000
 
 
 class Throttle:
-    __slots__ = ("rate", "tokens", "last_ns", "over_since", "disconnect_ns")
+    __slots__ = ("rate", "tokens", "last_ns", "window", "refused_now", "over_seconds",
+                 "disconnect_after")
 
     def __init__(self, rate: int, disconnect_after_s: int) -> None:
         self.rate = rate
-        self.tokens = float(rate)
-        self.last_ns = None
-        self.over_since: int | None = None
-        self.disconnect_ns = disconnect_after_s * _S
+        self.tokens = rate * _S          # in token-nanoseconds: integer arithmetic, exact
+        self.last_ns: int | None = None
+        self.window: int | None = None   # index of the current second
+        self.refused_now = False
+        self.over_seconds = 0            # consecutive completed seconds with a refusal
+        self.disconnect_after = disconnect_after_s
+
+    def _roll(self, now_ns: int) -> None:
+        second = now_ns // _S
+        if self.window is None:
+            self.window = second
+        elif second != self.window:
+            if self.refused_now and second == self.window + 1:
+                self.over_seconds += 1
+            else:
+                self.over_seconds = 0
+            self.window = second
+            self.refused_now = False
 
     def allow(self, now_ns: int) -> bool:
+        self._roll(now_ns)
         if self.last_ns is not None:
-            self.tokens = min(self.rate, self.tokens + (now_ns - self.last_ns) * self.rate / _S)
+            self.tokens = min(self.rate * _S, self.tokens + (now_ns - self.last_ns) * self.rate)
         self.last_ns = now_ns
-        if self.tokens >= 1:
-            self.tokens -= 1
-            self.over_since = None
+        if self.tokens >= _S:
+            self.tokens -= _S
             return True
-        if self.over_since is None:
-            self.over_since = now_ns
+        self.refused_now = True
         return False
 
     def abusive(self, now_ns: int) -> bool:
-        return self.over_since is not None and now_ns - self.over_since >= self.disconnect_ns
+        self._roll(now_ns)
+        return self.over_seconds + (1 if self.refused_now else 0) >= self.disconnect_after

@@ -419,3 +419,33 @@ def test_config_is_frozen():
         cfg.engine.host = "x"  # type: ignore[misc]
     # The integer reference data round-trips through msgspec unchanged.
     assert msgspec.json.decode(msgspec.json.encode(cfg.market), type=MarketRefData) == cfg.market
+
+
+GATEWAY_TEXT = """
+[[gateways]]
+node_id = "g1"
+[[gateways.sessions]]
+comp_id = "B1"
+firm = "FIRM1"
+{extra}
+"""
+
+
+@pytest.mark.parametrize("extra,key", [
+    ('max_notional = "0"', "gateways[0].sessions[0].max_notional"),
+    ('allowed_addresses = ["localhost"]', "gateways[0].sessions[0].allowed_addresses[0]"),
+    ('firm = "NOPE"', None),
+    ('[[gateways]]\nnode_id = "g1"', "gateways[1].node_id"),
+    ('[[gateways]]\nnode_id = "g2"\n[[gateways.sessions]]\ncomp_id = "B1"\nfirm = "FIRM1"',
+     "gateways[1].sessions[0].comp_id"),
+])
+def test_bad_gateway_sections_are_named(extra, key):
+    from bourse.config import DEFAULT_SOURCE  # noqa: F401
+    import importlib.resources
+    base = importlib.resources.files("bourse").joinpath("default.toml").read_text()
+    base = base[:base.index("[[gateways]]")] if "[[gateways]]" in base else base
+    text = base + GATEWAY_TEXT.format(extra=extra)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "gw.toml")
+    if key:
+        assert f"gw.toml: {key}:" in str(info.value)

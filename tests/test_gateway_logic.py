@@ -168,15 +168,21 @@ def test_mass_cancel_scope_and_drop_copy_read_only():
 
 
 def test_throttle_refuses_excess_and_detects_abuse():
+    S = 10**9
     t = Throttle(rate=10, disconnect_after_s=2)
-    now = 1_000_000_000
-    assert all(t.allow(now) for _ in range(10))
-    assert not t.allow(now)
-    assert t.allow(now + 100_000_000)                  # 0.1 s later: one token back
-    for k in range(40):
-        t.allow(now + 200_000_000 + k * 1_000)
-    assert not t.abusive(now + 300_000_000)
-    assert not t.allow(now + 200_100_000) and t.abusive(now + 2_300_000_000)
+    base = 1_000 * S
+    assert all(t.allow(base) for _ in range(10))
+    assert not t.allow(base)
+    assert t.allow(base + S // 10)                     # 0.1 s later: one token back
+    assert not t.abusive(base + S // 5)                # refusals in one second only
+    for k in range(30):                                # 3x the rate through the next second
+        t.allow(base + S + k * S // 30)
+    assert t.abusive(base + S + S - 1)                 # refusals in 2 consecutive seconds
+    quiet = Throttle(rate=10, disconnect_after_s=2)
+    for k in range(30):
+        quiet.allow(base + k * S // 30)
+    quiet.allow(base + 3 * S)                          # a second with no refusal between
+    assert not quiet.abusive(base + 3 * S)
 
 
 # ---------------------------------------------------------------------------------- info
