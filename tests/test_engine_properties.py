@@ -274,6 +274,7 @@ class Model:
         kept = c.price == o.price and leaves <= o.leaves
         old_clid = o.clid
         o.clid, o.clid_session = c.cl_ord_id, c.session
+        o.session = c.session          # a replace moves the order to the requesting session
         moved = c.price != o.price
         o.price, o.qty, o.leaves = c.price, c.qty, leaves
         if not kept:

@@ -1,0 +1,517 @@
+"""End-to-end FIX benchmark: NewOrderSingle -> ExecutionReport(New) over TCP on loopback.
+
+    python -m bench.fix_gateway [--orders N] [--sessions S] [--window W] [--rate R]
+                                [--duration SEC] [--no-quickfix]
+
+Starts the stack as real processes in a temporary directory: the engine (journal on, fsync
+every batch) and a FIX gateway (message store on), then drives FIX sessions from a load client
+in this process (asyncio/uvloop, pre-encoded messages, a minimal parser counting 35=8/150=0):
+
+  (a) throughput: N NewOrderSingle over S sessions, up to W orders in flight per session;
+  (b) latency: one session offering a fixed R orders/s for SEC seconds (on a freshly started
+      stack), time from the write of an order to the read of its ExecutionReport(New):
+      p50/p90/p99/p99.9/max;
+  (c) the same two workloads against a reference acceptor built on QuickFIX (the C++ engine's
+      Python binding: SocketAcceptor, FileStore, the same dialect dictionary, a Python
+      Application answering each NewOrderSingle with an ExecutionReport), and the ratios.
+
+Orders never cross (buys 270.00-279.99, sells 280.01-289.99 in SBER, within the 10% collar),
+so each order gets exactly one ExecutionReport(New); throttles, credit limits and maximum
+notional are set high enough that nothing is rejected (rejects are counted and printed).
+Prints numbers; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.stats import percentiles
+
+ROOT = Path(__file__).resolve().parent.parent
+DICTIONARY = ROOT / "spec" / "FIX44-bourse.xml"
+EXCHANGE = "BOURSE"
+
+INSTRUMENTS = """
+[[instruments]]
+symbol = "SBER"
+name = "Sberbank"
+isin = "RU0009029540"
+tick_size = "0.01"
+lot_size = 10
+reference_price = "280.00"
+price_band_pct = "20"
+"""
+
+FIRMS = "".join(f"""
+[[firms]]
+id = "FIRM{i}"
+name = "Bench firm {i}"
+credit_limit = "100000000000000"
+self_trade_prevention = "none"
+accounts = ["A{i}"]
+""" for i in range(1, 9))
+
+
+def session_ids(n: int) -> list[str]:
+    return [f"BROKER{i}" for i in range(1, n + 1)]
+
+
+def bench_config(tmp: Path, sessions: list[str], fsync: str) -> Path:
+    lines = [f"""
+[market]
+price_decimals = 4
+
+[engine]
+host = "127.0.0.1"
+order_entry_port = 0
+replication_port = 0
+journal_dir = "{tmp / 'journal'}"
+fsync = "{fsync}"
+{INSTRUMENTS}{FIRMS}
+[[gateways]]
+node_id = "gw1"
+host = "127.0.0.1"
+port = 0
+comp_id = "{EXCHANGE}"
+store_dir = "{tmp / 'gateway'}"
+store_fsync = "never"
+"""]
+    for k, s in enumerate(sessions):
+        lines.append(f"""
+[[gateways.sessions]]
+comp_id = "{s}"
+firm = "FIRM{k % 8 + 1}"
+throttle_per_s = 1000000000
+max_order_qty = 1000000
+max_notional = "100000000000"
+price_collar_pct = "10"
+cancel_on_disconnect = false
+""")
+    path = tmp / "bench.toml"
+    path.write_text("".join(lines))
+    return path
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], log: Path) -> None:
+        self.name = name
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
+                                     stderr=self.log, env=env, cwd=ROOT)
+        self.ready: dict = {}
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith(b"READY "):
+                self.ready = json.loads(line[6:])
+                return self.ready
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        raise SystemExit(f"{self.name} did not start; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_use(children: list, t0: dict, wall: float) -> str:
+    parts = [f"{c.name} {(cpu_seconds(c.proc.pid) - t0[c.name]) / wall:.0%}" for c in children]
+    me = (time.process_time() - t0["client"]) / wall
+    return ", ".join(parts + [f"load client {me:.0%}"]) + " of one CPU"
+
+
+def endpoint(text: str) -> tuple[str, int]:
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def start_bourse(tmp: Path, sessions: list[str], fsync: str) -> tuple[list[Child], int]:
+    cfg = bench_config(tmp, sessions, fsync)
+    engine = Child("engine", ["-m", "bourse", "engine", "--config", str(cfg)], tmp / "engine.log")
+    oe = engine.wait_ready()["order_entry"]
+    gw = Child("gateway", ["-m", "bourse", "gateway", "--config", str(cfg), "--engine", oe],
+               tmp / "gateway.log")
+    try:
+        port = endpoint(gw.wait_ready()["fix"])[1]
+    except SystemExit:
+        engine.stop()
+        raise
+    return [gw, engine], port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_quickfix(tmp: Path, sessions: list[str]) -> tuple[list[Child], int]:
+    port = free_port()
+    child = Child("quickfix acceptor", ["-m", "bench.fix_gateway", "--quickfix-acceptor",
+                                        str(tmp / "quickfix"), str(port), ",".join(sessions)],
+                  tmp / "quickfix.log")
+    child.wait_ready()
+    return [child], port
+
+
+# --------------------------------------------------------------------------- the load client
+
+
+def utc_stamp() -> bytes:
+    t = time.time()
+    return (time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+            ).encode()
+
+
+def encode(msg_type: bytes, sender: bytes, seq: int, body: bytes, stamp: bytes) -> bytes:
+    b = (b"35=" + msg_type + b"\x0149=" + sender + b"\x0156=" + EXCHANGE.encode() + b"\x0134="
+         + str(seq).encode() + b"\x0152=" + stamp + b"\x01" + body)
+    m = b"8=FIX.4.4\x019=" + str(len(b)).encode() + b"\x01" + b
+    return m + b"10=%03d\x01" % (sum(m) % 256)
+
+
+def new_orders(sender: str, account: str, first_seq: int, n: int, tag: str) -> list[bytes]:
+    """``n`` pre-encoded NewOrderSingle with MsgSeqNum from ``first_seq``; ClOrdID ``<tag><i>``."""
+    s, st, acct = sender.encode(), utc_stamp(), account.encode()
+    out = []
+    for i in range(n):
+        if i & 1:
+            side, px = b"2", 2800100 + (i * 7919 % 999) * 100       # 280.01 .. 289.99
+        else:
+            side, px = b"1", 2700000 + (i * 7919 % 1000) * 100      # 270.00 .. 279.99
+        price = b"%d.%02d" % (px // 10000, px // 100 % 100)
+        body = (b"11=" + tag.encode() + str(i).encode() + b"\x011=" + acct + b"\x0155=SBER\x0154="
+                + side + b"\x0160=" + st + b"\x0138=10\x0140=2\x0144=" + price + b"\x0159=0\x01")
+        out.append(encode(b"D", s, first_seq + i, body, st))
+    return out
+
+
+class FixConn(asyncio.Protocol):
+    """One session: Logon, then counts ExecutionReports in complete messages."""
+
+    def __init__(self, sender: str, timestamps: list[int] | None = None,
+                 tag: bytes = b"") -> None:
+        self.sender = sender
+        self.buf = b""
+        self.news = 0
+        self.rejects = 0
+        self.others: list[bytes] = []
+        self.logged_on = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+        self.timestamps = timestamps            # send time per order index (latency mode)
+        self.latencies: list[int] = []
+        self.tag = b"\x0111=" + tag
+        self.progress = asyncio.Event()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc) -> None:
+        self.closed.set()
+        self.progress.set()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter_ns()
+        buf = self.buf + data
+        end = buf.rfind(b"\x0110=", 0, len(buf) - 4)   # a complete trailer: 8 bytes
+        if end < 0:
+            self.buf = buf
+            return
+        cut = end + 8
+        done, self.buf = buf[:cut], buf[cut:]
+        n = done.count(b"\x01150=0\x01")
+        self.news += n
+        if self.timestamps is not None and n:
+            ts, tag, lat = self.timestamps, self.tag, self.latencies
+            pos = done.find(tag)
+            while pos >= 0:
+                e = done.index(b"\x01", pos + 1)
+                lat.append(now - ts[int(done[pos + len(tag):e])])
+                pos = done.find(tag, e)
+        if b"\x01150=8\x01" in done:
+            self.rejects += done.count(b"\x01150=8\x01")
+        if not self.logged_on.is_set() and b"\x0135=A\x01" in done:
+            self.logged_on.set()
+        for t in (b"\x0135=3\x01", b"\x0135=j\x01"):
+            if t in done and len(self.others) < 5:
+                i = done.index(t)
+                self.others.append(done[max(0, i - 60):i + 200])
+        self.progress.set()
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def logon(port: int, sender: str, **kw) -> FixConn:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(lambda: FixConn(sender, **kw), "127.0.0.1", port)
+    conn.write(encode(b"A", sender.encode(), 1, b"98=0\x01108=30\x01", utc_stamp()))
+    await asyncio.wait_for(conn.logged_on.wait(), 15)
+    return conn
+
+
+async def logout(conns: list[FixConn], seqs: list[int]) -> None:
+    for c, seq in zip(conns, seqs):
+        if not c.closed.is_set():
+            c.write(encode(b"5", c.sender.encode(), seq, b"", utc_stamp()))
+    await asyncio.sleep(0.2)
+    for c in conns:
+        c.transport.close()
+
+
+async def throughput(port: int, sessions: list[str], orders: int, window: int) -> dict:
+    per = orders // len(sessions)
+    msgs = {s: new_orders(s, f"A{k % 8 + 1}", 2, per, "T") for k, s in enumerate(sessions)}
+    conns = [await logon(port, s) for s in sessions]
+    chunk = max(1, window // 4)
+
+    async def pump(c: FixConn, m: list[bytes]) -> None:
+        sent = 0
+        while c.news + c.rejects < per and not c.closed.is_set():
+            if sent < per and sent - (c.news + c.rejects) <= window - chunk:
+                k = min(chunk, per - sent)
+                c.write(b"".join(m[sent:sent + k]))
+                sent += k
+                continue
+            c.progress.clear()
+            try:
+                await asyncio.wait_for(c.progress.wait(), 10)
+            except asyncio.TimeoutError:
+                break
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(pump(c, msgs[s]) for c, s in zip(conns, sessions)))
+    elapsed = time.perf_counter() - t0
+    done = sum(c.news for c in conns)
+    await logout(conns, [per + 2] * len(conns))
+    return {"orders": per * len(sessions), "news": done, "seconds": elapsed,
+            "rate": done / elapsed, "rejects": sum(c.rejects for c in conns),
+            "problems": [p for c in conns for p in c.others]}
+
+
+async def latency(port: int, sender: str, account: str, rate: float, duration: float) -> dict:
+    n = int(rate * duration)
+    msgs = new_orders(sender, account, 2, n, "L")
+    ts = [0] * n
+    c = await logon(port, sender, timestamps=ts, tag=b"L")
+    loop = asyncio.get_running_loop()
+    per_tick = 0.001                                    # offer the due orders every 1 ms
+    t0 = time.perf_counter_ns()
+    sent = 0
+    while sent < n and not c.closed.is_set():
+        now = time.perf_counter_ns()
+        due = min(n, int((now - t0) * rate / 1e9) + 1)
+        if due > sent:
+            c.write(b"".join(msgs[sent:due]))
+            stamp = time.perf_counter_ns()
+            for i in range(sent, due):
+                ts[i] = stamp
+            sent = due
+        await asyncio.sleep(per_tick)
+    offered_s = (time.perf_counter_ns() - t0) / 1e9
+    deadline = loop.time() + 30
+    while c.news + c.rejects < n and loop.time() < deadline and not c.closed.is_set():
+        c.progress.clear()
+        try:
+            await asyncio.wait_for(c.progress.wait(), 1)
+        except asyncio.TimeoutError:
+            pass
+    await logout([c], [n + 2])
+    return {"orders": n, "news": c.news, "offered_rate": sent / offered_s,
+            "lat": c.latencies, "rejects": c.rejects, "problems": c.others}
+
+
+# --------------------------------------------------------------------------- the reference
+
+
+def run_quickfix_acceptor(work: str, port: int, sessions: list[str]) -> int:
+    """A reference acceptor on QuickFIX: answers each NewOrderSingle with ExecutionReport New."""
+    import quickfix as fix
+
+    work_dir = Path(work)
+    (work_dir / "store").mkdir(parents=True, exist_ok=True)
+    text = (f"[DEFAULT]\nConnectionType=acceptor\nBeginString=FIX.4.4\nSenderCompID={EXCHANGE}\n"
+            f"SocketAcceptHost=127.0.0.1\nSocketAcceptPort={port}\nStartTime=00:00:00\n"
+            f"EndTime=00:00:00\nFileStorePath={work_dir / 'store'}\nUseDataDictionary=Y\n"
+            f"DataDictionary={DICTIONARY}\nValidateUserDefinedFields=N\nSocketNodelay=Y\n"
+            f"PersistMessages=Y\n")
+    for s in sessions:
+        text += f"\n[SESSION]\nTargetCompID={s}\n"
+    (work_dir / "acceptor.cfg").write_text(text)
+
+    class Reference(fix.Application):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def onCreate(self, sid): pass
+        def onLogon(self, sid): pass
+        def onLogout(self, sid): pass
+        def toAdmin(self, msg, sid): pass
+        def fromAdmin(self, msg, sid): pass
+        def toApp(self, msg, sid): pass
+
+        def fromApp(self, msg, sid):
+            if msg.getHeader().getField(35) != "D":
+                return
+            self.n += 1
+            qty = msg.getField(38)
+            er = fix.Message()
+            h = er.getHeader()
+            h.setField(fix.BeginString("FIX.4.4"))
+            h.setField(fix.MsgType("8"))
+            for tag, value in ((37, str(self.n)), (11, msg.getField(11)), (17, f"E{self.n}"),
+                               (150, "0"), (39, "0"), (1, msg.getField(1)),
+                               (55, msg.getField(55)), (54, msg.getField(54)), (38, qty),
+                               (40, msg.getField(40)), (44, msg.getField(44)), (151, qty),
+                               (14, "0"), (6, "0"), (60, msg.getField(60))):
+                er.setField(fix.StringField(tag, value))
+            fix.Session.sendToTarget(er, sid)
+
+    settings = fix.SessionSettings(str(work_dir / "acceptor.cfg"))
+    app = Reference()
+    acceptor = fix.SocketAcceptor(app, fix.FileStoreFactory(settings), settings,
+                                  fix.ScreenLogFactory(False, False, False))
+    acceptor.start()
+    print("READY " + json.dumps({"fix": f"127.0.0.1:{port}"}), flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    try:
+        while not stop:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    acceptor.stop()
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run_target(name: str, start, tmp: Path, args) -> dict:
+    """Both workloads against one target, each on a freshly started stack (empty book, new
+    stores), so that the latency run does not inherit the throughput run's resting orders."""
+    try:
+        import uvloop
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    sessions = session_ids(args.sessions)
+
+    def measured(sub: str, workload) -> dict:
+        d = tmp / sub
+        d.mkdir(parents=True, exist_ok=True)
+        children, port = start(d, sessions)
+        try:
+            c0 = {c.name: cpu_seconds(c.proc.pid) for c in children}
+            c0["client"] = time.process_time()
+            w0 = time.perf_counter()
+            r = run(workload(port))
+            r["cpu"] = cpu_use(children, c0, time.perf_counter() - w0)
+        finally:
+            for c in children:
+                c.stop()
+        return r
+
+    t = measured("throughput", lambda port: throughput(port, sessions, args.orders,
+                                                       args.window))
+    lat = measured("latency", lambda port: latency(port, sessions[0], "A1", args.rate,
+                                                   args.duration))
+    print(f"\n{name}")
+    print(f"  (a) throughput: {t['news']:,} of {t['orders']:,} NewOrderSingle -> "
+          f"ExecutionReport(New) in {t['seconds']:.2f} s = {t['rate']:,.0f} orders/s "
+          f"({args.sessions} sessions, window {args.window} per session; rejects "
+          f"{t['rejects']})")
+    print(f"      CPU: {t['cpu']}")
+    p = percentiles(lat["lat"], (50, 90, 99, 99.9, 100))
+    print(f"  (b) latency at {args.rate:,.0f} orders/s offered ({lat['offered_rate']:,.0f} "
+          f"achieved) for {args.duration:g} s: {lat['news']:,} of {lat['orders']:,} answered; "
+          f"rejects {lat['rejects']}")
+    print("      order sent -> ExecutionReport(New) received, us: " + "  ".join(
+        f"p{k:g}={v / 1000:,.0f}" if k != 100 else f"max={v / 1000:,.0f}" for k, v in p.items()))
+    print(f"      CPU: {lat['cpu']}")
+    for prob in (t["problems"] + lat["problems"])[:3]:
+        print("      unexpected:", prob.replace(b"\x01", b"|")[:200].decode(errors="replace"))
+    return {"rate": t["rate"], "p": p}
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--quickfix-acceptor"]:
+        return run_quickfix_acceptor(argv[1], int(argv[2]), argv[3].split(","))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--orders", type=int, default=200_000, help="throughput run: orders in all")
+    ap.add_argument("--sessions", type=int, default=4, help="throughput run: FIX sessions")
+    ap.add_argument("--window", type=int, default=2000, help="orders in flight per session")
+    ap.add_argument("--rate", type=float, default=10_000, help="latency run: orders/s offered")
+    ap.add_argument("--duration", type=float, default=10.0, help="latency run: seconds")
+    ap.add_argument("--fsync", default="batch", choices=("batch", "interval", "never"),
+                    help="engine journal fsync policy (default: every batch)")
+    ap.add_argument("--no-quickfix", action="store_true", help="skip the QuickFIX reference")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bourse-fixbench-"))
+    print(f"FIX gateway benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+          f"load client, engine and gateway on this machine; engine fsync={args.fsync}, "
+          f"gateway store on; temp dir {tmp}")
+    print("load average at start (other processes share these CPUs): "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    try:
+        ours = run_target("Bourse gateway + engine (journal fsync per batch)"
+                          if args.fsync == "batch" else f"Bourse (fsync={args.fsync})",
+                          lambda d, s: start_bourse(d, s, args.fsync), tmp / "bourse", args)
+        print(f"  target (for information): >= 50,000 orders/s end to end -> measured "
+              f"{ours['rate']:,.0f}; p99 <= 1 ms at 10,000 orders/s -> measured p99 "
+              f"{ours['p'][99] / 1e6:,.1f} ms at {args.rate:,.0f} orders/s")
+        if not args.no_quickfix:
+            ref = run_target("Reference: QuickFIX acceptor (C++ engine, Python application, "
+                             "FileStore, same dictionary)",
+                             start_quickfix, tmp / "quickfix-ref", args)
+            print("\nBourse / QuickFIX reference:")
+            print(f"  throughput ratio {ours['rate'] / ref['rate']:.2f}x")
+            print("  latency ratio    " + "  ".join(
+                f"p{k:g} {ours['p'][k] / max(1, ref['p'][k]):.2f}x" if k != 100 else
+                f"max {ours['p'][k] / max(1, ref['p'][k]):.2f}x" for k in ours["p"]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
