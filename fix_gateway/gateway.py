@@ -409,7 +409,7 @@ class Gateway:
             t = type(a)
             if t is Send:
                 if slot.conn is not None:
-                    slot.conn.transport.write(a.data)
+                    slot.conn.queue(a.data)
             elif t is Deliver:
                 self._on_app(slot, a.msg)
             elif t is SessionEvent:
@@ -417,6 +417,7 @@ class Gateway:
             elif t is Disconnect:
                 log.info("session %s: disconnect: %s", slot.cfg.comp_id, a.reason)
                 if slot.conn is not None:
+                    slot.conn.flush()
                     slot.conn.transport.close()
         if slot.fix.pending_resend and slot.conn is not None:
             asyncio.get_running_loop().call_soon(self._tick_slot, slot)
@@ -554,6 +555,8 @@ class _FixConnection(asyncio.Protocol):
         self.peer = "?"
         self.peer_host = ""
         self.closed = False
+        self.out: list[bytes] = []
+        self._flush_scheduled = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -565,6 +568,20 @@ class _FixConnection(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         asyncio.get_running_loop().call_later(10.0, self._logon_timeout)
+
+    def queue(self, data: bytes) -> None:
+        """Write ``data`` at the end of this loop iteration, with everything else queued by
+        then (one socket write per iteration instead of one per message)."""
+        self.out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self.out and not self.transport.is_closing():
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
 
     def _logon_timeout(self) -> None:
         if self.slot is None and not self.closed:
