@@ -3,6 +3,9 @@
     bourse up [--config FILE]            the whole local exchange (every component, as processes)
     bourse engine [--config FILE]        the core trade engine alone
     bourse gateway [--config FILE] [--node ID]   one FIX 4.4 gateway
+    bourse index [--config FILE] [--engine-replication HOST:PORT]   the index server
+    bourse marketdata [--config FILE] [--engine-replication HOST:PORT]   FAST feed + replay
+    bourse feed [--config FILE] [SYMBOL ...] [--once]   live top of book and depth from the feed
     bourse check-config [FILE]           validate a configuration and print its digest
     bourse ctl halt|resume ...           operator kill switch (market, firm or instrument)
     bourse ctl credit-limit FIRM AMOUNT  change a firm's credit limit
@@ -34,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--node", default=None, help="gateway node id (needed when several)")
     gw.add_argument("--engine", default=None, metavar="HOST:PORT",
                     help="engine order-entry address (default: from [engine])")
+    ix = with_config(sub.add_parser("index", help="run the index server"))
+    ix.add_argument("--engine-replication", default=None, metavar="HOST:PORT",
+                    help="engine replication address (default: from [engine])")
+    md = with_config(sub.add_parser("marketdata", help="run the FAST market-data publisher"))
+    md.add_argument("--engine-replication", default=None, metavar="HOST:PORT",
+                    help="engine replication address (default: from [engine])")
+    fd = with_config(sub.add_parser("feed", help="show top of book and depth from the feed"))
+    fd.add_argument("symbols", nargs="*", help="instruments or index codes (default: all)")
+    fd.add_argument("--depth", type=int, default=5, help="levels per side to show")
+    fd.add_argument("--once", action="store_true", help="print one synchronised view and exit")
+    fd.add_argument("--timeout", type=float, default=15.0, help="--once: seconds to synchronise")
+    fd.add_argument("--interval", type=float, default=0.5, help="redraw interval, seconds")
     cc = sub.add_parser("check-config", help="validate a configuration file")
     cc.add_argument("file", nargs="?", default=None)
 
@@ -80,6 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gateway":
             from bourse.run import run_gateway
             return run_gateway(cfg, args.node, args.engine)
+        if args.command == "index":
+            from index_server.main import run_index
+            return run_index(cfg, args.engine_replication)
+        if args.command == "marketdata":
+            from marketdata.publisher import run_marketdata
+            return run_marketdata(cfg, args.engine_replication)
+        if args.command == "feed":
+            from marketdata.view import run_feed
+            return run_feed(cfg, args.symbols or None, args.depth, args.once, args.timeout,
+                            args.interval)
         if args.command == "up":
             from bourse.launcher import run_up
             return run_up(args.config)

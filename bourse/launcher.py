@@ -26,6 +26,9 @@ def components(cfg) -> list[tuple[str, list[str]]]:
     for g in cfg.gateways:
         out.append((f"gateway {g.node_id}", ["gateway", "--node", g.node_id,
                                               "--engine", "{engine.order_entry}"]))
+    out.append(("marketdata", ["marketdata", "--engine-replication", "{engine.replication}"]))
+    if cfg.indices:
+        out.append(("index", ["index", "--engine-replication", "{engine.replication}"]))
     return out
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0

@@ -51,6 +51,8 @@ def write_config(tmp_path: Path, *, fsync: str = "batch", consumer_buffer_bytes:
                  extra_engine: str = "", instruments: str = TEST_INSTRUMENTS,
                  journal_dir: Path | None = None, name: str = "bourse.toml") -> Path:
     journal = journal_dir or (tmp_path / "journal")
+    # tests run side by side: never a fixed replay port unless the test sets [marketdata]
+    marketdata = "" if "[marketdata]" in instruments else "[marketdata]\nreplay_port = 0\n"
     text = f"""
 [market]
 price_decimals = 4
@@ -64,6 +66,7 @@ fsync = "{fsync}"
 consumer_buffer_bytes = {consumer_buffer_bytes}
 heartbeat_ms = 200
 {extra_engine}
+{marketdata}
 {instruments}
 """
     path = tmp_path / name
