@@ -29,7 +29,7 @@ def tune_gc() -> None:
     replicas, stores) stall the loop for tens of milliseconds under load."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(20_000, 20, 1000)
 
 
 def announce(component: str, **endpoints) -> None:

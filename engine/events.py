@@ -17,7 +17,8 @@ from typing import Union
 
 import msgspec
 
-_EV = dict(frozen=True, array_like=True, tag_field="t", forbid_unknown_fields=True)
+# gc=False: events hold only str, int and tuples of int, never a cycle.
+_EV = dict(frozen=True, array_like=True, tag_field="t", forbid_unknown_fields=True, gc=False)
 
 
 class OrderAccepted(msgspec.Struct, tag=1, **_EV):

@@ -87,6 +87,7 @@ class _InboundStore:
         self._store = store
         self._target = store.next_target_seq
         self._holds: dict[int, int] = {}       # MsgSeqNum -> commands not acknowledged yet
+        self._want = 0                         # target seq to persist at the next persist()
         self._order: collections.deque[int] = collections.deque()   # held MsgSeqNums, ascending
 
     def __getattr__(self, name):
@@ -102,6 +103,7 @@ class _InboundStore:
     def reset(self, now_ns: int) -> None:
         self._store.reset(now_ns)
         self._target = self._store.next_target_seq
+        self._want = 0
         self._holds.clear()
         self._order.clear()
 
@@ -120,12 +122,18 @@ class _InboundStore:
             self.commit()
 
     def commit(self) -> None:
+        """Compute what may be persisted now; ``persist()`` writes it (once per loop
+        iteration, with the messages the store buffered)."""
         order, holds = self._order, self._holds
         while order and order[0] not in holds:
             order.popleft()
-        seq = min(self._target, order[0]) if order else self._target
-        if seq != self._store.next_target_seq:
-            self._store.set_next_target_seq(seq)
+        self._want = min(self._target, order[0]) if order else self._target
+
+    def persist(self) -> None:
+        self._store.flush()
+        want = self._want
+        if want and want != self._store.next_target_seq:
+            self._store.set_next_target_seq(want)
 
 
 class _Slot:
@@ -167,6 +175,9 @@ class Gateway:
         self._barriers: dict[int, tuple[_Slot, FixMessage]] = {}
         self._barrier_token = 0
         self._flush_scheduled = False
+        self._watermark = 0                # last event seq routed, written by _flush_all
+        self._watermark_written = 0
+        self._kicked = False
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._watermark_fd = -1
@@ -191,7 +202,8 @@ class Gateway:
         for s in self.gcfg.sessions:
             try:
                 store = _InboundStore(FileStore(os.path.join(self.gcfg.store_dir, s.comp_id),
-                                                fsync=self.gcfg.store_fsync, now_ns=now))
+                                                fsync=self.gcfg.store_fsync, now_ns=now,
+                                                group_commit=True))
             except StoreError as exc:
                 raise GatewayError(f"session {s.comp_id}: {exc}") from None
             fix = Session(SessionConfig(
@@ -247,6 +259,7 @@ class Gateway:
         await asyncio.sleep(0.05)
         for t in self._tasks:
             t.cancel()
+        self._flush_all()
         for slot in self.slots.values():
             if slot.conn is not None:
                 slot.conn.transport.close()
@@ -255,6 +268,25 @@ class Gateway:
             await self.link.close()
         if self._watermark_fd >= 0:
             os.close(self._watermark_fd)
+
+    def _kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        """End of a loop iteration: the stores' buffered messages and inbound sequence numbers
+        reach the disk (one write per store), then the watermark, then the sockets — so
+        nothing is sent, and no event is marked done, before it is stored."""
+        self._kicked = False
+        for slot in self.slots.values():
+            slot.fix.store.persist()
+        if self._watermark != self._watermark_written:
+            os.pwrite(self._watermark_fd, struct.pack("<Q", self._watermark), 0)
+            self._watermark_written = self._watermark
+        for slot in self.slots.values():
+            if slot.conn is not None and slot.conn.out:
+                slot.conn.flush()
 
     def _instrument_of(self, session: str, cl_ord_id: str, order_id: int) -> str | None:
         o = self.replica.find(session, cl_ord_id, order_id)
@@ -378,7 +410,8 @@ class Gateway:
                 touch(ev.instrument)
             last = ev.seq
         if last:
-            os.pwrite(self._watermark_fd, struct.pack("<Q", last), 0)
+            self._watermark = last
+            self._kick()
 
     def _route(self, r, seq: int, now: int) -> None:
         slot = self.slots.get(r.session)
@@ -417,7 +450,7 @@ class Gateway:
             elif t is Disconnect:
                 log.info("session %s: disconnect: %s", slot.cfg.comp_id, a.reason)
                 if slot.conn is not None:
-                    slot.conn.flush()
+                    self._flush_all()
                     slot.conn.transport.close()
         if slot.fix.pending_resend and slot.conn is not None:
             asyncio.get_running_loop().call_soon(self._tick_slot, slot)
@@ -544,6 +577,7 @@ class Gateway:
                 slot = self.slots.get(session)
                 if slot is not None and slot.fix.is_logged_on:
                     self._send(slot, msg_type, fields, now)
+            self._kick()
 
 
 class _FixConnection(asyncio.Protocol):
@@ -556,7 +590,6 @@ class _FixConnection(asyncio.Protocol):
         self.peer_host = ""
         self.closed = False
         self.out: list[bytes] = []
-        self._flush_scheduled = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -570,15 +603,12 @@ class _FixConnection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(10.0, self._logon_timeout)
 
     def queue(self, data: bytes) -> None:
-        """Write ``data`` at the end of this loop iteration, with everything else queued by
-        then (one socket write per iteration instead of one per message)."""
+        """Write ``data`` at the end of this loop iteration (``Gateway._flush_all``), after the
+        store has it, with everything else queued by then: one socket write per iteration."""
         self.out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        self.gw._kick()
 
     def flush(self) -> None:
-        self._flush_scheduled = False
         if self.out and not self.transport.is_closing():
             self.transport.write(b"".join(self.out))
         self.out.clear()
@@ -619,6 +649,7 @@ class _FixConnection(asyncio.Protocol):
         slot = self.slot
         gw._perform(slot, slot.fix.on_bytes(data, gw.clock()))
         slot.fix.store.commit()
+        gw._kick()
 
     def connection_lost(self, exc) -> None:
         self.closed = True

@@ -128,6 +128,9 @@ class MessageStore(ABC):
     def close(self) -> None:
         """Release files and locks; the object is unusable afterwards."""
 
+    def flush(self) -> None:
+        """Write what ``save_sent`` buffered (group commit); a no-op for unbuffered stores."""
+
 
 def _check_seq(seq: int) -> None:
     if type(seq) is not int or seq < 1:
@@ -176,6 +179,7 @@ class MemoryStore(MessageStore):
 
     def get_range(self, begin: int, end: int = 0,
                   limit: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
+        self.flush()
         i = bisect.bisect_left(self._seqs, begin)
         n = 0
         while i < len(self._seqs) and (limit is None or n < limit):
@@ -199,11 +203,16 @@ class FileStore(MessageStore):
     """Persistent store in ``directory`` (created if missing). See the module docstring."""
 
     def __init__(self, directory: str, *, fsync: str = "never", archive: bool = True,
-                 now_ns: int = 0) -> None:
+                 now_ns: int = 0, group_commit: bool = False) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         self.directory = str(directory)
         self.fsync = fsync
+        #: With group commit, ``save_sent`` only buffers: the caller must ``flush()`` before
+        #: it hands the message to the network (one write for everything since the last one).
+        self.group_commit = group_commit
+        self._pending: list[bytes] = []
+        self._pending_at = 0
         self.archive = archive
         os.makedirs(self.directory, exist_ok=True)
         self._seq_path = os.path.join(self.directory, SEQ_NAME)
@@ -361,22 +370,38 @@ class FileStore(MessageStore):
             raise ValueError(f"message of {len(data)} bytes is too large to store")
         head = struct.pack("<I", n)
         rec = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
-        written = os.pwrite(self._log_fd, rec, self._end)
-        if written != len(rec):  # pragma: no cover - disk full mid-record
-            os.ftruncate(self._log_fd, self._end)
-            raise OSError(f"short write to {self._log_path}")
-        if self.fsync == "always":
-            os.fsync(self._log_fd)
+        if self.group_commit:
+            if not self._pending:
+                self._pending_at = self._end
+            self._pending.append(rec)
+        else:
+            self._write_log(rec, self._end)
         rewind = bool(self._seqs) and seq <= self._seqs[-1]
         self._index_add(seq, self._end, n)
         self._end += len(rec)
         if seq + 1 > self._sender:
             self._sender = seq + 1
         if rewind:  # the log alone no longer implies next_sender_seq: persist it
+            self.flush()
             self._write_slot(self._sender, self._target, self._created)
+
+    def _write_log(self, data: bytes, at: int) -> None:
+        written = os.pwrite(self._log_fd, data, at)
+        if written != len(data):  # pragma: no cover - disk full mid-record
+            os.ftruncate(self._log_fd, at)
+            raise OSError(f"short write to {self._log_path}")
+        if self.fsync == "always":
+            os.fsync(self._log_fd)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._write_log(data, self._pending_at)
 
     def get_range(self, begin: int, end: int = 0,
                   limit: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
+        self.flush()
         i = bisect.bisect_left(self._seqs, begin)
         n = 0
         while i < len(self._seqs) and (limit is None or n < limit):
@@ -390,6 +415,7 @@ class FileStore(MessageStore):
         return self._seqs[-1] if self._seqs else 0
 
     def reset(self, now_ns: int) -> None:
+        self.flush()
         os.close(self._log_fd)
         self._log_fd = -1
         if self.archive and self._seqs:
@@ -414,6 +440,7 @@ class FileStore(MessageStore):
                 os.close(dfd)
 
     def sync(self) -> None:
+        self.flush()
         os.fsync(self._log_fd)
         os.fsync(self._seq_fd)
 
@@ -425,7 +452,11 @@ class FileStore(MessageStore):
                 setattr(self, name, -1)
 
     def close(self) -> None:
-        self._close_fds()
+        try:
+            if self._log_fd >= 0:
+                self.flush()
+        finally:
+            self._close_fds()
 
     def __enter__(self) -> "FileStore":
         return self

@@ -28,6 +28,13 @@ through ``sink(channel, msg_seq_num, datagram)``.
 - ``publish_index(code, value, ts_ns)``: an index value (MDEntryType 3, Symbol = index code,
   MDEntryPx = value, RptSeq counted per code) on the incremental channel; the latest value of
   every index is in the snapshot loop. See "Index values" in spec/feed.md.
+- ``indices=`` (the ``[[indices]]`` definitions): the publisher embeds the index server's pure
+  ``IndexCalculator`` and feeds it every engine event of each command (catch-up included), so
+  every state of every index travels as an entry of the command's X message, after the entries
+  of the event that caused it: Symbol = code, RptSeq = the state's ``seq``, MDEntryPx = its
+  ``value`` (exact), MDEntryTime = its ``time``. The snapshot loop carries every index from the
+  start (``seq`` 0: the value at reference prices, RptSeq 0). These are, field for field, the
+  values the index server serves over HTTP (same calculator, same events).
 
 ``PublisherService`` -- the process: reads the engine's replication stream from seq 1
 (``engine.client.ReplicationFeed``: events before the engine's head at connection time are a
@@ -47,6 +54,7 @@ from decimal import Decimal
 
 from engine.events import BookUpdate, Trade, TradingStatus
 from engine.refdata import MarketRefData
+from index_server.calc import IndexCalculator
 from marketdata.channels import (
     CHANNELS, INCREMENTAL, INSTRUMENTS, SNAPSHOT, ChannelSet, sender,
 )
@@ -64,7 +72,8 @@ _MARKET, _INSTRUMENT = 1, 3          # engine.commands.HaltScope
 
 class FeedPublisher:
     def __init__(self, refdata: MarketRefData, sink, *, depth: int = 20,
-                 max_datagram: int = 1400, clock_ns=time.time_ns, mono=time.monotonic) -> None:
+                 max_datagram: int = 1400, clock_ns=time.time_ns, mono=time.monotonic,
+                 indices=()) -> None:
         self.refdata = refdata
         self.exp = -refdata.price_decimals
         self.books = FeedBooks(refdata, depth)
@@ -78,6 +87,12 @@ class FeedPublisher:
         self.market_halted = False
         self.halted: set[str] = set()
         self.indices: dict[str, tuple[tuple[int, int], int, int]] = {}   # code -> (px, rpt, ts)
+        #: the embedded index calculator (``indices`` given): its codes are computed here
+        self.index_calc: IndexCalculator | None = None
+        if indices:
+            self.index_calc = IndexCalculator(indices, refdata)
+            for v in self.index_calc.values():
+                self.indices[v.code] = (to_pair(Decimal(v.value)), v.seq, v.time)
         self.live = True
         self._pending: list = []
         self.commands = 0
@@ -137,12 +152,17 @@ class FeedPublisher:
         entries: list[dict] = []
         status = None
         on_event = self.books.on_event
+        calc = self.index_calc
         for ev in evs:
             t = type(ev)
             if t is BookUpdate or t is Trade:
                 entries.extend(on_event(ev))
             elif t is TradingStatus:
                 (status := status or []).append(ev)
+            if calc is not None:
+                changed = calc.on_event(ev)
+                if changed:
+                    self._index_states(changed, entries)
         if status:
             for ev in status:
                 self._status_state(ev)
@@ -195,11 +215,32 @@ class FeedPublisher:
 
     # -- index values -------------------------------------------------------------------------
 
+    def _index_states(self, changed: list[str], entries: list[dict]) -> None:
+        """The entries of the index states one event made (embedded calculator)."""
+        calc = self.index_calc
+        indices = self.indices
+        for code in dict.fromkeys(changed):
+            v = calc.value(code)
+            px = to_pair(Decimal(v.value))
+            prev_px, rpt, _ = indices[code]
+            t = entry_time(v.time)
+            # Several states at one event (a day change or rebalance, then a trade): only
+            # trades move the value, so the earlier ones carry the previous value.
+            while rpt + 1 < v.seq:
+                rpt += 1
+                entries.append({"MDUpdateAction": 0, "MDEntryType": INDEX_VALUE, "Symbol": code,
+                                "RptSeq": rpt, "MDEntryPx": prev_px, "MDEntryTime": t})
+            entries.append({"MDUpdateAction": 0, "MDEntryType": INDEX_VALUE, "Symbol": code,
+                            "RptSeq": v.seq, "MDEntryPx": px, "MDEntryTime": t})
+            indices[code] = (px, v.seq, v.time)
+
     def publish_index(self, code: str, value, ts_ns: int | None = None) -> None:
         """Publish one index value: ``value`` a Decimal, an int or a (mantissa, exponent) pair;
         ``ts_ns`` nanoseconds since the epoch (default: now)."""
         if code in self.by_symbol:
             raise ValueError(f"index code {code!r} is also an instrument symbol")
+        if self.index_calc is not None and code in self.index_calc.codes:
+            raise ValueError(f"index {code!r} is computed by this publisher")
         if not code:
             raise ValueError("empty index code")
         px = to_pair(value)
@@ -226,7 +267,8 @@ class FeedPublisher:
         self.flush()
         if name in self.indices:
             px, rpt, ts = self.indices[name]
-            entries = [{"MDEntryType": INDEX_VALUE, "MDEntryPx": px, "MDEntryTime": entry_time(ts)}]
+            entries = [{"MDEntryType": INDEX_VALUE, "MDEntryPx": px,
+                        "MDEntryTime": entry_time(ts) if ts else None}]
             status = None
         else:
             rpt, entries = self.books.snapshot(name)
@@ -274,7 +316,7 @@ class PublisherService:
 
     def __init__(self, cfg, *, replication: tuple[str, int] | None = None,
                  node_id: str | None = None, channels: ChannelSet | None = None,
-                 catch_up: bool = True) -> None:
+                 catch_up: bool = True, indices: bool = True) -> None:
         md = cfg.marketdata
         self.catch_up = catch_up       # False: publish the history too (benchmarks)
         self.cfg = cfg
@@ -287,8 +329,11 @@ class PublisherService:
         self.replay_buffer = ReplayBuffer(md.replay_buffer)
         self.replay = ReplayServer({CHANNEL_INCREMENTAL: self.replay_buffer}, md.replay_host,
                                    md.replay_port, max_messages=md.replay_max_messages)
+        # indices: compute the [[indices]] in this process and publish every state (spec/feed.md
+        # "Index values"); False leaves index values to index_hook / add_index_source
         self.publisher = FeedPublisher(cfg.market, self._sink, depth=md.depth,
-                                       max_datagram=md.max_datagram)
+                                       max_datagram=md.max_datagram,
+                                       indices=cfg.indices if indices else ())
         self.send_errors = 0
         self.caught_up = asyncio.Event()
         self.failed: str | None = None
@@ -308,9 +353,12 @@ class PublisherService:
                 self.send_errors += 1
 
     def endpoints(self) -> dict:
-        return {"interface": self.md.interface, "ttl": self.md.ttl,
-                **{ch.name: ch.describe() for ch in self.channels},
-                "replay": f"{self.md.replay_host}:{self.replay.port}"}
+        eps = {"interface": self.md.interface, "ttl": self.md.ttl,
+               **{ch.name: ch.describe() for ch in self.channels},
+               "replay": f"{self.md.replay_host}:{self.replay.port}"}
+        if self.publisher.index_calc is not None:
+            eps["indices"] = ",".join(self.publisher.index_calc.codes)
+        return eps
 
     async def start(self) -> None:
         await self.replay.start()
