@@ -6,7 +6,8 @@ Contract:
   exactly as they would run on separate hosts. Each is awaited until it prints its READY line.
 - The endpoints of every component are printed once all are up.
 - Ctrl-C or SIGTERM stops the components in reverse order (SIGTERM, then SIGKILL after a grace
-  period) and exits 0. If any component exits on its own, the others are stopped and the exit
+  period) and exits 0. Components run in their own sessions, so a Ctrl-C on the terminal
+  reaches only the launcher, which stops them in that order (consumers before the engine). If any component exits on its own, the others are stopped and the exit
   status is 1, with the component and its status named.
 - Component logs (stderr) pass through, so alerts are visible on the operator's terminal.
 """
@@ -50,7 +51,8 @@ class _Child:
         if config:
             cmd += ["--config", config]
         self.name = name
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=_die_with_parent,
+                                     start_new_session=True)
         self.ready: dict | None = None
 
     def wait_ready(self, timeout: float) -> dict | None:
