@@ -23,9 +23,14 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: install-test
 	$(BIN)/python -m bench.engine_inprocess
-	$(BIN)/python -m bench.engine_tcp --rate 20000
+	$(BIN)/python -m bench.engine_tcp --commands 300000 --window 2000 --rate 20000
+	$(BIN)/python -m bench.fix_gateway
+	$(BIN)/python -m bench.fast_codec_bench
+	$(BIN)/python -m bench.feed_bench
+	$(BIN)/python -m bench.index_bench
+	$(BIN)/python -m bench.journal_bench
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
