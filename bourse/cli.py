@@ -10,6 +10,7 @@
     bourse ctl halt|resume ...           operator kill switch (market, firm or instrument)
     bourse ctl credit-limit FIRM AMOUNT  change a firm's credit limit
     bourse events [--from N]             print the replication stream (alerts stand out)
+    bourse journal verify PATH           replay a journal offline and fingerprint its output
 
 Every failure is a one-line message on stderr and a non-zero exit status, never a traceback:
 2 for bad usage or configuration, 1 for a component that cannot start or a refused operation.
