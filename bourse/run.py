@@ -33,6 +33,8 @@ def tune_gc() -> None:
 
 
 def announce(component: str, **endpoints) -> None:
+    """The component is up: tune the collector for its steady state, then say READY."""
+    tune_gc()
     print("READY " + json.dumps({"component": component, **endpoints}, sort_keys=True),
           flush=True)
 
@@ -70,7 +72,6 @@ def run_engine(cfg: BourseConfig) -> int:
         host = cfg.engine.host
         log.info("engine release %s, config %s (digest %s), journal %s, fsync %s",
                  _release(), cfg.source, cfg.digest[:16], cfg.engine.journal_dir, cfg.engine.fsync)
-        tune_gc()
         announce("engine", order_entry=f"{host}:{server.order_entry_port}",
                  replication=f"{host}:{server.replication_port}",
                  next_cmd_seq=server.engine.next_cmd_seq,
@@ -119,7 +120,6 @@ def run_gateway(cfg: BourseConfig, node: str | None, engine: str | None = None) 
             return 1
         log.info("gateway %s: FIX 4.4 on %s:%d, %d sessions, CompID %s", gcfg.node_id,
                  gcfg.host, gw.port, len(gcfg.sessions), gcfg.comp_id)
-        tune_gc()
         announce("gateway", node=gcfg.node_id, fix=f"{gcfg.host}:{gw.port}",
                  comp_id=gcfg.comp_id,
                  sessions=",".join(s.comp_id for s in gcfg.sessions))
