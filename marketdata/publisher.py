@@ -428,18 +428,25 @@ class PublisherService:
             feed = ReplicationFeed(host, port, component="marketdata", node_id=self.node_id,
                                    config_digest=self.cfg.digest, from_seq=1)
             loop = asyncio.get_running_loop()
-            async for ev in feed.events():
+            async for batch in feed.batches():
                 if not self._flush_armed:
                     self._flush_armed = True
                     pub.arrival_ns = time.perf_counter_ns()
                     loop.call_soon(self._flush)
-                pub.on_event(ev)
-                self.last_seq = ev.seq
-                if not pub.live and ev.seq >= head - 1:
-                    pub.flush()
-                    pub.live = True
-                    self.caught_up.set()
-                    log.info("caught up at seq %d; publishing live", ev.seq)
+                if pub.live:
+                    on_event = pub.on_event
+                    for ev in batch:
+                        on_event(ev)
+                    self.last_seq = batch[-1].seq
+                    continue
+                for ev in batch:
+                    pub.on_event(ev)
+                    self.last_seq = ev.seq
+                    if not pub.live and ev.seq >= head - 1:
+                        pub.flush()
+                        pub.live = True
+                        self.caught_up.set()
+                        log.info("caught up at seq %d; publishing live", ev.seq)
         except asyncio.CancelledError:
             raise
         except (LinkRefused, LinkClosed, OSError, asyncio.TimeoutError) as exc:
