@@ -9,12 +9,16 @@ drives its clock. Everything is deterministic for a given seed.
 from __future__ import annotations
 
 import heapq
+import os
 import random
+import time
+
+import pytest
 
 from bench.workload import default_refdata, generate
 from engine.commands import SequencedCommand
 from engine.core import Engine
-from marketdata.channels import INCREMENTAL
+from marketdata.channels import INCREMENTAL, Channel, ChannelSet, multicast_loopback_works
 from marketdata.publisher import FeedPublisher
 from marketdata.replay import ReplayBuffer
 from marketdata.subscriber import SubscriberCore
@@ -194,3 +198,26 @@ def assert_books_equal(sub: SubscriberCore, market: Market, symbols=None) -> Non
         assert b.rpt_seq == market.pub.books.instruments[inst.symbol].rpt_seq
         lt = market.pub.books.instruments[inst.symbol].last_trade
         assert b.last_trade == (tuple(lt) if lt else None), f"{inst.symbol} last trade differs"
+
+
+# ------------------------------------------------------------------ real multicast (e2e tests)
+
+_rnd = random.Random(os.getpid() ^ time.time_ns())
+
+
+def require_multicast() -> None:
+    """Skip the calling test module where multicast does not loop back on 127.0.0.1."""
+    ok, why = multicast_loopback_works("127.0.0.1")
+    if not ok:
+        pytest.skip(f"multicast on loopback does not work on this host: {why}")
+
+
+def channel_set(first_group: int = 1) -> ChannelSet:
+    """Six fresh feeds: 239.255.A.<first_group..+5> on six consecutive high ports, random per
+    call so that tests running side by side never share a group."""
+    a = _rnd.randrange(16, 250)
+    port = _rnd.randrange(30000, 60000, 8)
+    feeds = [(f"239.255.{a}.{i + first_group}", port + i) for i in range(6)]
+    return ChannelSet(Channel(INCREMENTAL, feeds[0], feeds[1]),
+                      Channel("snapshot", feeds[2], feeds[3]),
+                      Channel("instruments", feeds[4], feeds[5]))

@@ -9,7 +9,6 @@ host cannot loop multicast back to itself.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 
@@ -21,10 +20,11 @@ from engine.commands import CancelOrder, HaltScope, NewOrder, SetHalt
 from engine.events import BookUpdate, Trade
 from engine.link import Ack, Events, Nack
 from marketdata.channels import (
-    INCREMENTAL, Channel, ChannelSet, multicast_loopback_works, receiver, sender,
+    INCREMENTAL, ChannelSet, receiver, sender,
 )
 from marketdata.mbp import FeedBooks
 from marketdata.subscriber import FeedSubscriber
+from tests.feed_sim import channel_set, require_multicast
 from tests.procs import TEST_INSTRUMENTS, run_bourse, write_config
 
 pytestmark = pytest.mark.integration
@@ -36,22 +36,8 @@ MID = {"SBER": 2800000, "GAZP": 1300000}
 
 @pytest.fixture(scope="module", autouse=True)
 def multicast_on_loopback():
-    ok, why = multicast_loopback_works("127.0.0.1")
-    if not ok:
-        pytest.skip(f"multicast on loopback does not work on this host: {why}")
+    require_multicast()
 
-
-_rnd = random.Random(os.getpid() ^ time.time_ns())
-
-
-def channel_set() -> ChannelSet:
-    """Six fresh feeds: 239.255.A.1-6 on six consecutive high ports."""
-    a = _rnd.randrange(16, 250)
-    port = _rnd.randrange(30000, 60000, 8)
-    feeds = [(f"239.255.{a}.{i + 1}", port + i) for i in range(6)]
-    return ChannelSet(Channel(INCREMENTAL, feeds[0], feeds[1]),
-                      Channel("snapshot", feeds[2], feeds[3]),
-                      Channel("instruments", feeds[4], feeds[5]))
 
 
 def md_section(ch: ChannelSet, **extra) -> str:

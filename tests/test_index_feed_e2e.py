@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import random
 import time
 from decimal import Decimal
 from fractions import Fraction
@@ -36,12 +34,13 @@ from engine.events import OrderAccepted, Trade
 from engine.link import Ack, Nack
 from index_server.calc import DAY_NS, IndexCalculator
 from marketdata.channels import (
-    INCREMENTAL, SNAPSHOT, Channel, ChannelSet, multicast_loopback_works, receiver,
+    INCREMENTAL, SNAPSHOT, ChannelSet, receiver,
 )
 from marketdata.messages import INCREMENTAL as X_TID, INDEX_VALUE, SNAPSHOT as W_TID, decoder, \
     entry_time, to_pair
 from marketdata.publisher import FeedPublisher
 from marketdata.subscriber import FeedSubscriber, SubscriberCore
+from tests.feed_sim import channel_set, require_multicast
 from tests.procs import TEST_INSTRUMENTS, write_config
 
 # Test instruments (tests/procs.py): SBER 280.00, GAZP 130.00, tick 0.01, price_decimals 4.
@@ -297,21 +296,8 @@ def test_snapshot_carries_every_index_from_the_start():
 
 @pytest.fixture(scope="module")
 def multicast_on_loopback():
-    ok, why = multicast_loopback_works("127.0.0.1")
-    if not ok:
-        pytest.skip(f"multicast on loopback does not work on this host: {why}")
+    require_multicast()
 
-
-_rnd = random.Random(os.getpid() ^ time.time_ns())
-
-
-def channel_set() -> ChannelSet:
-    a = _rnd.randrange(16, 250)
-    port = _rnd.randrange(30000, 60000, 8)
-    feeds = [(f"239.255.{a}.{i + 101}", port + i) for i in range(6)]
-    return ChannelSet(Channel(INCREMENTAL, feeds[0], feeds[1]),
-                      Channel("snapshot", feeds[2], feeds[3]),
-                      Channel("instruments", feeds[4], feeds[5]))
 
 
 def md_section(ch: ChannelSet) -> str:
@@ -391,7 +377,7 @@ def feed_state(sub: FeedSubscriber) -> dict[str, tuple[int, tuple[int, int]]]:
 @pytest.mark.integration
 def test_vendor_stream_and_multicast_feed_carry_the_same_index_values(
         tmp_path, procs, multicast_on_loopback):
-    ch = channel_set()
+    ch = channel_set(101)
     cfg_path = write_config(tmp_path, fsync="never",
                             instruments=TEST_INSTRUMENTS + INDICES + md_section(ch))
     cfg = load_config(cfg_path)
@@ -488,7 +474,7 @@ def test_vendor_stream_and_multicast_feed_carry_the_same_index_values(
 
 @pytest.mark.integration
 def test_bourse_up_puts_the_index_values_on_the_feed(tmp_path, procs, multicast_on_loopback):
-    ch = channel_set()
+    ch = channel_set(101)
     cfg_path = write_config(tmp_path, fsync="never",
                             instruments=TEST_INSTRUMENTS + INDICES + md_section(ch))
     cfg = load_config(cfg_path)
