@@ -134,7 +134,8 @@ def _journal_verify(cfg, path: str) -> int:
         return 1
     print(f"records {r.records}\ncommands {r.commands}\nevents {r.events}\n"
           f"events sha256 {r.events_sha256}\nstate digest {r.state_digest}\n"
-          f"valid bytes {r.valid_bytes}\ntorn tail bytes {r.tail_bytes}")
+          f"valid bytes {r.valid_bytes}\ntorn tail bytes {r.tail_bytes}"
+          + (f"\npreallocated zero bytes {r.zero_bytes}" if r.zero_bytes else ""))
     return 0
 
 

@@ -51,12 +51,14 @@ Usage (the server's startup)::
 Concurrency: one writer per file, enforced with an exclusive ``flock`` held by the writer
 (``recover`` takes the same lock). Readers (``iter_records``, ``JournalReader``) take no lock
 and may run in the same process as the writer; they bound themselves by the file size or by
-an ``end_offset`` the caller got from ``JournalWriter.offset``. Objects are not thread-safe.
+an ``end_offset`` the caller got from ``JournalWriter.offset``. Objects are not thread-safe,
+except ``JournalWriter.sync_written``, which a sync thread may call while the owner appends.
 """
 from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -105,6 +107,9 @@ _READ_CHUNK = 1 << 20
 # CRC-32 of the 4 length bytes for small payload lengths (saves one crc32 call per append).
 _LEN_CRC_SMALL = 4096
 _LEN_CRC = [_crc32(_pack_u32(_n)) for _n in range(_LEN_CRC_SMALL)]
+_ZERO_CHUNK = 1 << 20
+_ZEROS = bytes(_ZERO_CHUNK)
+_ZERO_STEP = 256 << 10
 
 
 class JournalError(Exception):
@@ -137,6 +142,7 @@ class RecoveryResult:
     truncated_bytes: int     # bytes removed from the tail (0 if the file was clean)
     data_offset: int = 0     # offset of the first record (just after the file header)
     tail_error: str | None = None  # why the tail was cut (None if nothing was cut)
+    zero_tail: bool = False  # the cut tail was all zeros: preallocated space, no torn write
 
 
 class ReadResult(NamedTuple):
@@ -378,7 +384,8 @@ def recover(
                     on_record(off, payload)
             end = scan.stop_offset
             cut = size - end
-            if cut and max_truncate_bytes is not None and cut > max_truncate_bytes:
+            zeros = bool(cut) and is_zero_range(fd, end, size)
+            if cut and not zeros and max_truncate_bytes is not None and cut > max_truncate_bytes:
                 raise JournalCorrupt(
                     f"{p}: {scan.error or 'invalid data'}; refusing to truncate {cut} bytes "
                     f"(limit {max_truncate_bytes})")
@@ -388,9 +395,22 @@ def recover(
         except OSError as e:
             raise JournalError(f"{p}: I/O error during recovery: {e}") from e
         return RecoveryResult(header, count, end, cut, data_offset,
-                              scan.error if cut else None)
+                              scan.error if cut else None, zeros)
     finally:
         os.close(fd)
+
+
+def is_zero_range(fd: int, start: int, end: int) -> bool:
+    """True iff bytes [start, end) of ``fd`` are all zero (a preallocated, unused tail)."""
+    off = start
+    while off < end:
+        data = os.pread(fd, min(_READ_CHUNK, end - off), off)
+        if not data:
+            return False
+        if data.count(0) != len(data):
+            return False
+        off += len(data)
+    return True
 
 
 def iter_records(
@@ -448,7 +468,8 @@ class JournalWriter:
     """
 
     __slots__ = ("_fd", "_path", "_header", "_data_offset", "_policy", "_interval_ns",
-                 "_buf", "_end", "_written", "_synced", "_last_sync_ns", "_failed")
+                 "_buf", "_end", "_written", "_synced", "_last_sync_ns", "_failed",
+                 "_prealloc", "_zero_end", "_fill_lock")
 
     def __init__(self, fd: int, path: str, header: JournalHeader, data_offset: int,
                  end: int, policy: str, interval_ns: int):
@@ -464,6 +485,9 @@ class JournalWriter:
         self._synced = end       # end of data known fdatasync'ed
         self._last_sync_ns: int | None = None
         self._failed: str | None = None
+        self._prealloc = 0           # bytes of zeros kept ahead of the data (0 = off)
+        self._zero_end = end         # zeros are written up to here
+        self._fill_lock = threading.Lock()
 
     # ---- construction
 
@@ -623,10 +647,12 @@ class JournalWriter:
         self._end = off + 8 + n
         return off
 
-    def commit(self, now_ns: int | None = None) -> bool:
+    def commit(self, now_ns: int | None = None, *, defer_sync: bool = False) -> bool:
         """Write all buffered records with one write, then sync per policy.
 
         Returns True iff all committed data is durable by the policy (see class doc).
+        With ``defer_sync`` and policy "batch" the sync is left to the caller's sync thread
+        (``sync_written``, see engine.syncer) and commit returns False if data is unsynced.
         """
         if self._failed is not None:
             raise JournalError(f"{self._path}: writer failed earlier: {self._failed}")
@@ -637,6 +663,8 @@ class JournalWriter:
             self._write(fd)
         policy = self._policy
         if policy == "batch":
+            if defer_sync:
+                return self._synced >= self._written
             if self._synced < self._written:
                 self._sync(fd, now_ns)
             return True
@@ -653,6 +681,15 @@ class JournalWriter:
         return False
 
     def _write(self, fd: int) -> None:
+        if self._written + sum(map(len, self._buf)) > self._zero_end:
+            # The write reaches past the zeroed space, where the sync thread may be writing
+            # zeros: take the lock so the two never overlap.
+            with self._fill_lock:
+                self._write_locked(fd)
+        else:
+            self._write_locked(fd)
+
+    def _write_locked(self, fd: int) -> None:
         buf = self._buf
         data = b"".join(buf)
         total = len(data)
@@ -691,6 +728,62 @@ class JournalWriter:
             raise JournalIOError(f"{self._path}: fdatasync failed: {e}") from e
         self._synced = self._written
         self._last_sync_ns = time.monotonic_ns() if now_ns is None else now_ns
+
+    def preallocate(self, nbytes: int) -> None:
+        """Keep about ``nbytes`` of written zeros ahead of the data (0 turns it off).
+
+        Overwriting blocks that already exist on disk needs no metadata update, so each
+        fdatasync is one device flush instead of two (about half the time on ext4). The
+        first chunk is written here; ``sync_written`` extends it in the sync thread. Readers
+        and ``recover`` treat the zeros as the end of the journal (a zero frame is never a
+        valid record); ``close`` cuts them off.
+        """
+        self._prealloc = max(0, int(nbytes))
+        if self._prealloc and self._fd is not None:
+            self._extend_zeros(self._fd)
+            self._sync(self._fd, None)
+
+    def _extend_zeros(self, fd: int, most: int | None = None) -> None:
+        """Write zeros from the zeroed end towards ``written + prealloc`` (at most ``most``
+        bytes: the sync thread tops up in small steps, so no one sync carries much)."""
+        with self._fill_lock:
+            start = max(self._zero_end, self._written)
+            target = self._written + self._prealloc
+            if most is not None:
+                target = min(target, start + most)
+            while start < target:
+                start += os.pwrite(fd, _ZEROS[:min(_ZERO_CHUNK, target - start)], start)
+            self._zero_end = start
+
+    def sync_written(self) -> int:
+        """fdatasync everything written so far; return the end of the durable data.
+
+        The one method meant to be called from another thread (the engine's sync thread)
+        while the owning thread keeps appending and committing: it reads the written end
+        before the fdatasync, so every byte below the returned offset is on stable storage.
+        """
+        if self._failed is not None:
+            raise JournalError(f"{self._path}: writer failed earlier: {self._failed}")
+        fd = self._fd
+        if fd is None:
+            raise JournalError(f"{self._path}: writer is closed")
+        target = self._written
+        if self._prealloc and self._zero_end - target < self._prealloc - _ZERO_STEP:
+            try:
+                self._extend_zeros(fd, _ZERO_STEP)
+            except OSError as e:
+                self._failed = f"preallocation error: {e}"
+                raise JournalIOError(f"{self._path}: writing preallocated zeros failed: "
+                                     f"{e}") from e
+        if target > self._synced:
+            try:
+                _fdatasync(fd)
+            except OSError as e:
+                self._failed = f"fdatasync error: {e}"
+                raise JournalIOError(f"{self._path}: fdatasync failed: {e}") from e
+            if target > self._synced:
+                self._synced = target
+        return target
 
     # ---- timers / lifecycle
 
@@ -731,6 +824,8 @@ class JournalWriter:
             if self._failed is None:
                 if self._buf:
                     self._write(fd)
+                if self._zero_end > self._written:
+                    os.ftruncate(fd, self._written)
                 if self._policy != "never" and self._synced < self._written:
                     self._sync(fd, None)
         finally:

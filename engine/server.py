@@ -8,7 +8,9 @@ This module is the thin I/O shell around the pure parts (``engine.core``, ``engi
   recorded events byte for byte, otherwise the engine refuses to start.
 - Group commit: submissions that arrive while a batch is being processed form the next batch.
   A batch's record is appended and committed (fsync per policy) before any of its events or acks
-  leave the process, so nothing acknowledged can be lost by a crash.
+  leave the process, so nothing acknowledged can be lost by a crash. With fsync per batch the
+  fdatasync runs in a sync thread (engine.syncer): the loop matches the next batches while the
+  disk works, and releases each batch, in order, once the thread reports it durable.
 - Consumers get history from the journal and then live events with no gap and no duplicate.
   A consumer whose unsent backlog would exceed ``consumer_buffer_bytes`` is disconnected with a
   reason; the engine never waits for it.
@@ -19,6 +21,7 @@ This module is the thin I/O shell around the pure parts (``engine.core``, ``engi
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -39,11 +42,14 @@ from engine.link import (
 )
 from engine.record import EVENTS_DECODER, RECORD_VIEW_DECODER
 from engine.sequencer import ReplayDivergence, Sequencer, Submission, replay
+from engine.syncer import BackgroundSync
 
 log = logging.getLogger("bourse.engine")
 
 JOURNAL_FILE = "engine.journal"
 ENGINE_NODE = "engine"
+JOURNAL_PREALLOCATE = 8 << 20  # zeros kept written ahead of the journal's data (fsync per batch)
+MAX_UNSYNCED_BATCHES = 256      # batches matched ahead of the disk before matching waits
 JOURNAL_FORMAT = 1
 
 
@@ -75,6 +81,9 @@ class EngineServer:
         self.reader: jr.JournalReader | None = None
         self.history: HistoryIndex | None = None
         self.released_offset = 0
+        self.released_next_event = 1          # first event seq not yet sent to consumers
+        self._syncer: BackgroundSync | None = None
+        self._unsynced: collections.deque = collections.deque()   # (end offset, batch)
         self.order_entry_port = 0
         self.replication_port = 0
         self.alerts: list[str] = []
@@ -104,7 +113,7 @@ class EngineServer:
                 raise StartupError(
                     f"journal {path} was written by release {old.release}, this is release "
                     f"{RELEASE}: replay it with the release that wrote it, or archive it")
-            if result.truncated_bytes:
+            if result.truncated_bytes and not result.zero_tail:
                 log.warning("journal %s: cut off a torn tail of %d bytes after %d valid records",
                             path, result.truncated_bytes, result.records_valid)
             self.history = HistoryIndex(result.data_offset)
@@ -124,6 +133,7 @@ class EngineServer:
         if self.history is None:
             self.history = HistoryIndex(self.journal.offset)
         self.released_offset = self.journal.offset
+        self.released_next_event = self.engine.next_event_seq
         self.reader = jr.JournalReader(path)
         self._sequenced_req = dict(self.engine.last_req)
 
@@ -147,6 +157,14 @@ class EngineServer:
         self._heartbeat_task = asyncio.ensure_future(self._heartbeats())
         if self.ecfg.fsync == "interval":
             self._arm_sync_timer()
+        elif self.ecfg.fsync == "batch":
+            def durable(offset, exc, call=loop.call_soon_threadsafe) -> None:
+                try:
+                    call(self._durable, offset, exc)
+                except RuntimeError:     # the loop is closed: the process is stopping
+                    pass
+            self.journal.preallocate(JOURNAL_PREALLOCATE)
+            self._syncer = BackgroundSync(self.journal, durable)
 
     async def close(self) -> None:
         for s in self._servers:
@@ -157,6 +175,11 @@ class EngineServer:
             self._sync_handle.cancel()
         if self._pending and self.failed is None:
             self._run_batch()
+        if self._syncer is not None:
+            self._syncer.close()           # a last sync of what was written
+            self._syncer = None
+            if self.failed is None:
+                self._durable(self.journal.synced_offset, None)
         for c in list(self._conns):
             c.transport.close()
         if self.journal is not None:
@@ -203,6 +226,8 @@ class EngineServer:
         self._scheduled = False
         if self.failed is not None or not self._pending:
             return
+        if len(self._unsynced) >= MAX_UNSYNCED_BATCHES:
+            return      # the disk is behind: _durable resumes; reading pauses as input grows
         subs = self._take_batch()
         ts = self.clock()
         if ts < self._last_ts:
@@ -210,21 +235,22 @@ class EngineServer:
         self._last_ts = ts
         batch = self.sequencer.run(subs, ts)
         journal = self.journal
+        syncer = self._syncer
         try:
             offset = journal.append(batch.record)
-            journal.commit(ts)
+            journal.commit(ts, defer_sync=syncer is not None)
         except OSError as exc:
-            # Fail-stop: the engine's state is ahead of the journal. Release nothing; the
-            # operator restarts and the journal replay restores the last durable state.
-            self.failed = exc
-            log.critical("ALERT CRITICAL: journal write failed (%s); the engine stops and "
-                         "releases nothing more", exc)
-            for c in list(self._conns):
-                c.close_with(Disconnect(f"engine stopped: journal write failed: {exc}", c.last_seq))
+            self._fail_stop(exc)
             return
         self.history.add(batch.first_event_seq, offset)
-        self.released_offset = journal.offset
-        self._release(batch)
+        if syncer is None:
+            self.released_offset = journal.offset
+            self._release(batch)
+        else:
+            # Released by _durable once the sync thread reports it on disk; the loop goes
+            # on matching the next batch meanwhile.
+            self._unsynced.append((journal.offset, batch))
+            syncer.request()
         if self._pending and not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._run_batch)
@@ -233,11 +259,38 @@ class EngineServer:
             for c in self._order_entry_nodes.values():
                 c.transport.resume_reading()
 
+    def _fail_stop(self, exc: BaseException) -> None:
+        """The engine's state is ahead of the journal: release nothing more. The operator
+        restarts and the journal replay restores the last durable state."""
+        self.failed = exc
+        self._unsynced.clear()
+        log.critical("ALERT CRITICAL: journal write failed (%s); the engine stops and "
+                     "releases nothing more", exc)
+        for c in list(self._conns):
+            c.close_with(Disconnect(f"engine stopped: journal write failed: {exc}", c.last_seq))
+
+    def _durable(self, offset: int | None, exc: BaseException | None) -> None:
+        """(loop thread) The journal is on disk up to ``offset``: release those batches."""
+        if self.failed is not None:
+            return
+        if exc is not None:
+            self._fail_stop(exc)
+            return
+        unsynced = self._unsynced
+        while unsynced and unsynced[0][0] <= offset:
+            end, batch = unsynced.popleft()
+            self.released_offset = end
+            self._release(batch)
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_batch)
+
     def _release(self, batch) -> None:
         body = self._enc.encode(EventsOut(batch.first_event_seq, batch.event_count,
                                           msgspec.Raw(batch.events)))
         frame = HEADER.pack(len(body)) + body
         last = batch.first_event_seq + batch.event_count - 1
+        self.released_next_event = last + 1
         limit = self.ecfg.consumer_buffer_bytes
         slow = None
         for c in self._subscribers:
@@ -249,8 +302,18 @@ class EngineServer:
             c.transport.write(frame)
             c.last_seq = last
             c.sent_at = batch
+        # One write per connection: a node's consecutive submissions in a batch are
+        # consecutive request ids and command seqs, so their acks merge into one range.
         enc = self._enc
-        for token, first_req, count, first_cmd in batch.acks:
+        acks = batch.acks
+        i, n = 0, len(acks)
+        while i < n:
+            token, first_req, count, first_cmd = acks[i]
+            i += 1
+            while (i < n and acks[i][0] is token and acks[i][1] == first_req + count
+                   and acks[i][3] == first_cmd + count):
+                count += acks[i][2]
+                i += 1
             if token is not None and not token.closed:
                 token.send(enc.encode(Ack(first_req, count, first_cmd)))
         if slow:
@@ -281,7 +344,7 @@ class EngineServer:
             await asyncio.sleep(interval)
             for c in list(self._conns):
                 if c.ready and c.sent_at is None:
-                    c.send(self._enc.encode(Heartbeat(self.engine.next_event_seq)))
+                    c.send(self._enc.encode(Heartbeat(self.released_next_event)))
                 c.sent_at = None
 
     # ------------------------------------------------------------------ connections
@@ -304,7 +367,7 @@ class EngineServer:
         if not msg.node_id or not msg.component:
             conn.refuse("hello must name a component and a node id")
             return
-        next_event = self.engine.next_event_seq
+        next_event = self.released_next_event
         start = msg.subscribe_from
         if conn.role == "replication" and start < 1:
             conn.refuse("replication connections must subscribe from a sequence number >= 1")

@@ -28,6 +28,7 @@ class VerifyResult(NamedTuple):
     state_digest: str
     valid_bytes: int
     tail_bytes: int           # bytes after the last valid record (a torn tail)
+    zero_bytes: int = 0       # ... unless they are all zeros: a live journal's preallocation
 
 
 def verify_journal(path: str | os.PathLike, refdata: MarketRefData) -> VerifyResult:
@@ -50,5 +51,14 @@ def verify_journal(path: str | os.PathLike, refdata: MarketRefData) -> VerifyRes
     size = os.path.getsize(path)
     if records == 0:
         end = jr.read_header(path)[1]
+    tail = size - end
+    zeros = 0
+    if tail:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if jr.is_zero_range(fd, end, size):
+                tail, zeros = 0, tail
+        finally:
+            os.close(fd)
     return VerifyResult(records, commands, engine.next_event_seq - 1, h.hexdigest(),
-                        engine.state_digest(), end, size - end)
+                        engine.state_digest(), end, tail, zeros)
