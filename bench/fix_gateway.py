@@ -1,7 +1,8 @@
 """End-to-end FIX benchmark: NewOrderSingle -> ExecutionReport(New) over TCP on loopback.
 
     python -m bench.fix_gateway [--orders N] [--sessions S] [--window W] [--rate R]
-                                [--duration SEC] [--no-quickfix]
+                                [--duration SEC] [--tick-ms T] [--no-quickfix]
+                                [--profile-gateway FILE]
 
 Starts the stack as real processes in a temporary directory: the engine (journal on, fsync
 every batch) and a FIX gateway (message store on), then drives FIX sessions from a load client
@@ -10,7 +11,10 @@ in this process (asyncio/uvloop, pre-encoded messages, a minimal parser counting
   (a) throughput: N NewOrderSingle over S sessions, up to W orders in flight per session;
   (b) latency: one session offering a fixed R orders/s for SEC seconds (on a freshly started
       stack), time from the write of an order to the read of its ExecutionReport(New):
-      p50/p90/p99/p99.9/max;
+      p50/p90/p99/p99.9/max. A sender thread writes each order at its due time (within the
+      0.1-0.2 ms a sleep takes to wake here); ``--tick-ms T`` instead writes the due orders in
+      one burst every T ms (1 ms bursts of 10 orders are harsher: the last of a burst waits for
+      the nine before it);
   (c) the same two workloads against a reference acceptor built on QuickFIX (the C++ engine's
       Python binding: SocketAcceptor, FileStore, the same dialect dictionary, a Python
       Application answering each NewOrderSingle with an ExecutionReport), and the ratios.
@@ -33,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -158,11 +163,13 @@ def endpoint(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def start_bourse(tmp: Path, sessions: list[str], fsync: str) -> tuple[list[Child], int]:
+def start_bourse(tmp: Path, sessions: list[str], fsync: str,
+                 profile: str | None = None) -> tuple[list[Child], int]:
     cfg = bench_config(tmp, sessions, fsync)
     engine = Child("engine", ["-m", "bourse", "engine", "--config", str(cfg)], tmp / "engine.log")
     oe = engine.wait_ready()["order_entry"]
-    gw = Child("gateway", ["-m", "bourse", "gateway", "--config", str(cfg), "--engine", oe],
+    prof = ["-m", "cProfile", "-o", f"{profile}.{tmp.name}"] if profile else []
+    gw = Child("gateway", [*prof, "-m", "bourse", "gateway", "--config", str(cfg), "--engine", oe],
                tmp / "gateway.log")
     try:
         port = endpoint(gw.wait_ready()["fix"])[1]
@@ -324,26 +331,85 @@ async def throughput(port: int, sessions: list[str], orders: int, window: int) -
             "problems": [p for c in conns for p in c.others]}
 
 
-async def latency(port: int, sender: str, account: str, rate: float, duration: float) -> dict:
+def _paced_sender(sock: socket.socket, msgs: list[bytes], ts: list[int], rate: float,
+                  stop: threading.Event, out: dict) -> None:
+    """(thread) Send each order at its due time, t0 + i / rate, on the connection's socket:
+    time.sleep wakes within about 0.1-0.2 ms here, so orders go one or two at a time, as
+    independent orders would, not in bursts of a timer tick's worth."""
+    n = len(msgs)
+    t0 = time.perf_counter_ns()
+    step = 1e9 / rate
+    sent = 0
+    while sent < n and not stop.is_set():
+        now = time.perf_counter_ns()
+        due = min(n, int((now - t0) / step) + 1)
+        if due > sent:
+            data = b"".join(msgs[sent:due])
+            stamp = time.perf_counter_ns()
+            for i in range(sent, due):
+                ts[i] = stamp
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[sock.send(view):]
+                except BlockingIOError:
+                    time.sleep(0.0001)
+                except OSError as exc:
+                    out["error"] = exc
+                    stop.set()
+                    break
+            sent = due
+        wait = (t0 + sent * step - time.perf_counter_ns()) / 1e9
+        if wait > 0:
+            time.sleep(wait)
+    out["sent"] = sent
+    out["seconds"] = (time.perf_counter_ns() - t0) / 1e9
+
+
+async def latency(port: int, sender: str, account: str, rate: float, duration: float,
+                  tick_ms: float = 0.0) -> dict:
     n = int(rate * duration)
     msgs = new_orders(sender, account, 2, n, "L")
     ts = [0] * n
     c = await logon(port, sender, timestamps=ts, tag=b"L")
     loop = asyncio.get_running_loop()
-    per_tick = 0.001                                    # offer the due orders every 1 ms
-    t0 = time.perf_counter_ns()
-    sent = 0
-    while sent < n and not c.closed.is_set():
-        now = time.perf_counter_ns()
-        due = min(n, int((now - t0) * rate / 1e9) + 1)
-        if due > sent:
-            c.write(b"".join(msgs[sent:due]))
-            stamp = time.perf_counter_ns()
-            for i in range(sent, due):
-                ts[i] = stamp
-            sent = due
-        await asyncio.sleep(per_tick)
-    offered_s = (time.perf_counter_ns() - t0) / 1e9
+    if tick_ms <= 0:
+        # A sender thread paces the orders; the loop thread only reads. A short switch
+        # interval lets the sender take the GIL when due instead of up to 5 ms later.
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(0.00005)
+        stop = threading.Event()
+        out: dict = {}
+        fd = os.dup(c.transport.get_extra_info("socket").fileno())
+        sock = socket.socket(fileno=fd)     # a real socket object on the same connection
+        th = threading.Thread(target=_paced_sender, daemon=True, args=(
+            sock, msgs, ts, rate, stop, out))
+        th.start()
+        try:
+            while th.is_alive():
+                if c.closed.is_set():
+                    stop.set()
+                await asyncio.sleep(0.01)
+        finally:
+            stop.set()
+            sys.setswitchinterval(old)
+            sock.detach()
+            os.close(fd)
+        sent, offered_s = out.get("sent", 0), out.get("seconds", 1.0)
+    else:
+        t0 = time.perf_counter_ns()         # offer the due orders every tick, in one write
+        sent = 0
+        while sent < n and not c.closed.is_set():
+            now = time.perf_counter_ns()
+            due = min(n, int((now - t0) * rate / 1e9) + 1)
+            if due > sent:
+                c.write(b"".join(msgs[sent:due]))
+                stamp = time.perf_counter_ns()
+                for i in range(sent, due):
+                    ts[i] = stamp
+                sent = due
+            await asyncio.sleep(tick_ms / 1000)
+        offered_s = (time.perf_counter_ns() - t0) / 1e9
     deadline = loop.time() + 30
     while c.news + c.rejects < n and loop.time() < deadline and not c.closed.is_set():
         c.progress.clear()
@@ -451,7 +517,7 @@ def run_target(name: str, start, tmp: Path, args) -> dict:
     t = measured("throughput", lambda port: throughput(port, sessions, args.orders,
                                                        args.window))
     lat = measured("latency", lambda port: latency(port, sessions[0], "A1", args.rate,
-                                                   args.duration))
+                                                   args.duration, args.tick_ms))
     print(f"\n{name}")
     print(f"  (a) throughput: {t['news']:,} of {t['orders']:,} NewOrderSingle -> "
           f"ExecutionReport(New) in {t['seconds']:.2f} s = {t['rate']:,.0f} orders/s "
@@ -459,9 +525,11 @@ def run_target(name: str, start, tmp: Path, args) -> dict:
           f"{t['rejects']})")
     print(f"      CPU: {t['cpu']}")
     p = percentiles(lat["lat"], (50, 90, 99, 99.9, 100))
-    print(f"  (b) latency at {args.rate:,.0f} orders/s offered ({lat['offered_rate']:,.0f} "
-          f"achieved) for {args.duration:g} s: {lat['news']:,} of {lat['orders']:,} answered; "
-          f"rejects {lat['rejects']}")
+    pacing = (f"in bursts every {args.tick_ms:g} ms" if args.tick_ms > 0 else
+              "paced order by order")
+    print(f"  (b) latency at {args.rate:,.0f} orders/s offered {pacing} "
+          f"({lat['offered_rate']:,.0f} achieved) for {args.duration:g} s: {lat['news']:,} of "
+          f"{lat['orders']:,} answered; rejects {lat['rejects']}")
     print("      order sent -> ExecutionReport(New) received, us: " + "  ".join(
         f"p{k:g}={v / 1000:,.0f}" if k != 100 else f"max={v / 1000:,.0f}" for k, v in p.items()))
     print(f"      CPU: {lat['cpu']}")
@@ -481,9 +549,15 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=2000, help="orders in flight per session")
     ap.add_argument("--rate", type=float, default=10_000, help="latency run: orders/s offered")
     ap.add_argument("--duration", type=float, default=10.0, help="latency run: seconds")
+    ap.add_argument("--tick-ms", type=float, default=0.0,
+                    help="latency run: send the due orders in one write every TICK ms "
+                         "(default 0: a sender thread paces them order by order)")
     ap.add_argument("--fsync", default="batch", choices=("batch", "interval", "never"),
                     help="engine journal fsync policy (default: every batch)")
     ap.add_argument("--no-quickfix", action="store_true", help="skip the QuickFIX reference")
+    ap.add_argument("--profile-gateway", metavar="FILE",
+                    help="run the gateway under cProfile, writing FILE.<run> (numbers then "
+                         "include the profiler's cost)")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bourse-fixbench-"))
     print(f"FIX gateway benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -494,7 +568,7 @@ def main(argv=None) -> int:
     try:
         ours = run_target("Bourse gateway + engine (journal fsync per batch)"
                           if args.fsync == "batch" else f"Bourse (fsync={args.fsync})",
-                          lambda d, s: start_bourse(d, s, args.fsync), tmp / "bourse", args)
+                          lambda d, s: start_bourse(d, s, args.fsync, args.profile_gateway), tmp / "bourse", args)
         print(f"  target (for information): >= 50,000 orders/s end to end -> measured "
               f"{ours['rate']:,.0f}; p99 <= 1 ms at 10,000 orders/s -> measured p99 "
               f"{ours['p'][99] / 1e6:,.1f} ms at {args.rate:,.0f} orders/s")

@@ -74,6 +74,7 @@ from engine.events import (
     Alert, BookUpdate, CancelRejected, CreditLimitChanged, Event, MassCancelReport,
     OrderAccepted, OrderCancelled, OrderRejected, OrderReplaced, TradingStatus, Trade,
 )
+from engine.idset import UsedIds
 from engine.reasons import REJECT_TEXT, CancelReason, RejectReason
 from engine.refdata import MarketRefData, StpMode
 from engine.risk import FirmRisk
@@ -133,7 +134,7 @@ class _Session:
     __slots__ = ("used", "live")
 
     def __init__(self) -> None:
-        self.used: dict[str, None] = {}     # membership only (an insertion-ordered set)
+        self.used = UsedIds()               # every id ever used (membership only)
         self.live: dict[str, Order] = {}    # current cl_ord_id -> open order
 
 
@@ -201,10 +202,8 @@ class Engine:
         except KeyError:
             sess = self._sessions[session] = _Session()
         if clid:
-            used = sess.used
-            if clid in used:
+            if not sess.used.add_new(clid):
                 return self._order_reject(cmd, cs, ts, seq, R_DUP)
-            used[clid] = None
         sym = cmd.instrument
         book = self._books.get(sym)
         if book is None:
@@ -454,10 +453,8 @@ class Engine:
         except KeyError:
             sess = self._sessions[cmd.session] = _Session()
         if clid:
-            used = sess.used
-            if clid in used:
+            if not sess.used.add_new(clid):
                 return self._cancel_reject(cmd, cs, ts, seq, R_DUP, 0, False)
-            used[clid] = None
         oid = cmd.order_id
         if oid:
             o = self._orders.get(oid)
@@ -502,10 +499,8 @@ class Engine:
         except KeyError:
             sess = self._sessions[cmd.session] = _Session()
         if clid:
-            used = sess.used
-            if clid in used:
+            if not sess.used.add_new(clid):
                 return self._cancel_reject(cmd, cs, ts, seq, R_DUP, 0, True)
-            used[clid] = None
         oid = cmd.order_id
         if oid:
             o = self._orders.get(oid)

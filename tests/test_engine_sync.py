@@ -205,3 +205,13 @@ def test_server_fail_stops_when_the_sync_thread_fails(tmp_path, monkeypatch):
             await feed.close()
             await server.close()
     asyncio.run(main())
+
+
+def test_used_ids_set():
+    from engine.idset import UsedIds
+    u = UsedIds()
+    ids = [f"C{i}" for i in range(20000)] + ["", "é", "x" * 300]
+    assert all(u.add_new(x) for x in ids)
+    assert not any(u.add_new(x) for x in ids)
+    assert len(u) == len(ids) and sorted(u) == sorted(ids)
+    assert "C5" in u and "C20000" not in u
