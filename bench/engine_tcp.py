@@ -1,7 +1,7 @@
 """End-to-end engine benchmark over the TCP order-entry link, journal on.
 
     python -m bench.engine_tcp [--commands N] [--fsync batch|interval|never] [--window W]
-                               [--batch B] [--rate R]
+                               [--batch B] [--rate R [--paced]]
 
 Starts the engine as a real process (fresh journal in a temporary directory, fsync policy as
 given, default: fsync every batch), connects one gateway-like client on the order-entry port and
@@ -9,7 +9,8 @@ sends the exchange-core-like workload of ``bench.workload``. The client keeps up
 commands in flight, in submissions of ``batch`` commands, and measures for each command the time
 from its submission being written to its acknowledgement (journaled, events released). With
 ``--rate`` the client offers a fixed rate instead of as fast as possible, which shows latency
-below saturation. Prints commands/s and latency percentiles; asserts nothing.
+below saturation (``--paced``: command by command, as a continuous flow from many sessions
+would arrive, rather than in submissions of ``batch``). Prints commands/s and latency percentiles; asserts nothing.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,8 +66,49 @@ def start_engine(cfg_path: Path) -> tuple[subprocess.Popen, int]:
     raise SystemExit("engine did not start")
 
 
+async def _paced(link, cmds: list, rate: float, sent_at: list, batch: int) -> None:
+    """Offer ``cmds`` at ``rate`` as a continuous flow: a thread wakes every ~0.15 ms (what
+    a sleep takes here) and hands the commands now due to the loop, which submits them, so
+    a submission holds the 2-4 commands of one wake-up rather than a timer tick's worth.
+    ``sent_at`` gets, per command, its submission time (ns); ``batch`` must be 1."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    n = len(cmds)
+
+    def submit(lo: int, hi: int) -> None:
+        now = time.perf_counter_ns()
+        for k in range(lo, hi):
+            sent_at[k] = now
+        link.submit(cmds[lo:hi])
+        if hi == n and not finished.done():
+            finished.set_result(None)
+
+    def pace() -> None:
+        t0 = time.perf_counter_ns()
+        step = 1e9 / rate
+        sent = 0
+        while sent < n:
+            due = min(n, int((time.perf_counter_ns() - t0) / step) + 1)
+            if due > sent:
+                loop.call_soon_threadsafe(submit, sent, due)
+                sent = due
+            wait = (t0 + sent * step - time.perf_counter_ns()) / 1e9
+            if wait > 0:
+                time.sleep(wait)
+
+    assert batch == 1
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.00005)      # the pacing thread gets the GIL when due
+    try:
+        th = threading.Thread(target=pace, daemon=True)
+        th.start()
+        await finished
+    finally:
+        sys.setswitchinterval(old)
+
+
 async def drive(port: int, digest: str, cmds: list, window: int, batch: int,
-                rate: float | None) -> dict:
+                rate: float | None, paced: bool = False) -> dict:
     link = await EngineLink.connect("127.0.0.1", port, component="gateway", node_id="bench-gw",
                                     config_digest=digest)
     n = len(cmds)
@@ -84,8 +127,8 @@ async def drive(port: int, digest: str, cmds: list, window: int, batch: int,
                 break
             if isinstance(msg, Ack):
                 now = time.perf_counter_ns()
-                k = (msg.first_req_id - first_req) // batch
-                lat.extend([now - sent_at[k]] * msg.count)
+                base = msg.first_req_id - first_req     # an ack may span submissions
+                lat.extend([now - sent_at[j // batch] for j in range(base, base + msg.count)])
                 acked += msg.count
             elif isinstance(msg, Nack):
                 nacks += msg.count
@@ -93,6 +136,14 @@ async def drive(port: int, digest: str, cmds: list, window: int, batch: int,
         done.set_result(None)
 
     task = asyncio.ensure_future(reader())
+    if rate and paced:
+        await _paced(link, cmds, rate, sent_at, batch)
+        await done
+        elapsed = (time.perf_counter_ns() - sent_at[0]) / 1e9
+        task.cancel()
+        await link.close()
+        return {"commands": n, "seconds": elapsed, "rate": n / elapsed, "lat": lat,
+                "nacks": nacks}
     t0 = time.perf_counter_ns()
     i = 0
     sub = 0
@@ -138,6 +189,9 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--rate", type=float, default=None,
                     help="also run at this fixed offered rate (commands/s)")
+    ap.add_argument("--paced", action="store_true",
+                    help="fixed-rate run: offer commands as a continuous flow (a pacing "
+                         "thread, 2-4 commands per submission) instead of --batch at once")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bourse-bench-"))
     try:
@@ -158,9 +212,11 @@ def main(argv=None) -> None:
             if args.rate:
                 more = generate(cfg.market, args.commands, seed=2)
                 # fresh sessions: reuse of the first run's client ids would be rejected
-                r2 = run(drive(port, cfg.digest, _resession(more), args.window, args.batch,
-                               args.rate))
-                report(f"fixed rate {args.rate:,.0f}/s", r2)
+                r2 = run(drive(port, cfg.digest, _resession(more), args.window,
+                               1 if args.paced else args.batch, args.rate, args.paced))
+                report(f"fixed rate {args.rate:,.0f}/s"
+                       + (", paced command by command" if args.paced else
+                          f", submissions of {args.batch}"), r2)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -1,12 +1,14 @@
 """FAST codec throughput: encode and decode messages/s for the exchange's templates.
 
-    python -m bench.fast_codec_bench [--seconds 1.0] [--pairs]
+    python -m bench.fast_codec_bench [--seconds 1.0] [--pairs] [--impl both|c|python]
 
 Messages go through ``encode_datagram``/``decode_datagram``, as on the feed: a 4-byte
 sequence number and one message encoded with fresh dictionaries (the Moscow Exchange
 convention).  Decimals are given as ``Decimal`` objects and
 decoded to ``Decimal`` (``--pairs``: as exact (mantissa, exponent) pairs instead).
-Prints one line per case; asserts nothing.
+Both implementations are measured by default: the compiled one the Encoder/Decoder use
+("c", marketdata/fast/_fastvm.c; skipped when not built) and the generated-Python
+reference ("python").  Prints one line per case; asserts nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import time
 from decimal import Decimal
 
-from marketdata.fast import Decoder, Encoder, Templates
+from marketdata.fast import Decoder, Encoder, Templates, vm
 
 SPEC = os.path.join(os.path.dirname(__file__), "..", "spec", "fast-templates.xml")
 
@@ -89,10 +91,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     ap.add_argument("--pairs", action="store_true", help="decimals as (mantissa, exponent)")
+    ap.add_argument("--impl", choices=("both", "c", "python"), default="both",
+                    help="implementations to measure")
     args = ap.parse_args()
     templates = Templates.load(SPEC)
-    enc = Encoder(templates)
-    dec = Decoder(templates, decimals="pair" if args.pairs else "decimal")
+    impls = ["c", "python"] if args.impl == "both" else [args.impl]
+    if "c" in impls and not vm.available():
+        print("(the compiled codec is not built: measuring the Python reference only)")
+        impls = [i for i in impls if i != "c"] or ["python"]
+    codecs = {impl: (Encoder(templates, impl=impl),
+                     Decoder(templates, decimals="pair" if args.pairs else "decimal", impl=impl))
+              for impl in impls}
     cases = [
         ("incremental refresh, 1 entry", "MarketDataIncrementalRefresh", incremental(1, args.pairs)),
         ("incremental refresh, 3 entries", "MarketDataIncrementalRefresh", incremental(3, args.pairs)),
@@ -101,20 +110,30 @@ def main() -> None:
         ("security definition", "SecurityDefinition", security_definition(args.pairs)),
     ]
     print(f"FAST codec, dictionaries reset per message, decimals as "
-          f"{'pairs' if args.pairs else 'Decimal'}")
-    print(f"{'case':34s} {'bytes':>5s} {'encode msg/s':>13s} {'decode msg/s':>13s}")
+          f"{'pairs' if args.pairs else 'Decimal'}; messages/s")
+    head = f"{'case':34s} {'bytes':>5s}"
+    for impl in impls:
+        head += f" {impl + ' encode':>14s} {impl + ' decode':>14s}"
+    print(head)
     for label, name, values in cases:
-        data = enc.encode_datagram(name, values, 1)
+        line = ""
+        data = None
+        for impl in impls:
+            enc, dec = codecs[impl]
+            got = enc.encode_datagram(name, values, 1)
+            assert data is None or got == data, "the implementations disagree"
+            data = got
 
-        def do_encode(name=name, values=values):
-            enc.encode_datagram(name, values, 1)
+            def do_encode(enc=enc, name=name, values=values):
+                enc.encode_datagram(name, values, 1)
 
-        def do_decode(data=data):
-            dec.decode_datagram(data)
+            def do_decode(dec=dec, data=data):
+                dec.decode_datagram(data)
 
-        e = rate(do_encode, args.seconds)
-        d = rate(do_decode, args.seconds)
-        print(f"{label:34s} {len(data):5d} {e:13,.0f} {d:13,.0f}")
+            e = rate(do_encode, args.seconds)
+            d = rate(do_decode, args.seconds)
+            line += f" {e:14,.0f} {d:14,.0f}"
+        print(f"{label:34s} {len(data):5d}" + line)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """FAST feed publisher benchmark: throughput and latency from engine events to datagrams.
 
     python -m bench.feed_bench [--commands N] [--rate R] [--live-commands M] [--depth D]
-                               [--fsync batch|interval|never]
+                               [--burst N] [--fsync batch|interval|never]
 
 Three measurements, printed, nothing asserted:
 
@@ -13,7 +13,9 @@ Three measurements, printed, nothing asserted:
    and publishes all of it (catch-up disabled): events, commands, book updates (MD entries)
    and datagrams per second from the replication socket to the multicast socket.
 3. live latency: a load client (its own process) offers R commands/s to the engine while the
-   publisher is live. Per published command: (a) from the moment the replication frame holding
+   publisher is live, as a continuous flow (a pacing thread submits the 2-4 commands due at
+   each ~0.15 ms wake-up; ``--burst N`` submits N at once instead, as one gateway flushing a
+   backlog would). Per published command: (a) from the moment the replication frame holding
    it reaches the publisher (read and decoded) to its last datagram sent, and (b) from the
    engine's sequencer timestamp (``ts``, wall clock, same host) to its last datagram sent;
    (b) includes batching, matching, the journal write and fsync and the TCP hop. The default R
@@ -96,22 +98,25 @@ def driver_main(argv) -> None:
     ap.add_argument("--commands", type=int, required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rate", type=float, default=None)
+    ap.add_argument("--burst", type=int, default=0)
     a = ap.parse_args(argv)
     cfg = load_config(a.config)
     cmds = generate(cfg.market, a.commands, seed=a.seed)
     port = int(a.drive.rsplit(":", 1)[1])
     import uvloop
-    r = uvloop.run(drive(port, cfg.digest, cmds, 20_000, 50 if a.rate else 100, a.rate))
+    paced = bool(a.rate) and not a.burst
+    r = uvloop.run(drive(port, cfg.digest, cmds, 20_000, 1 if paced else (a.burst or 100),
+                         a.rate, paced))
     print(json.dumps({"commands": r["commands"], "seconds": r["seconds"], "rate": r["rate"],
                       "nacks": r["nacks"]}), flush=True)
 
 
-def run_driver(cfg_path: Path, port: int, n: int, seed: int, rate: float | None
-               ) -> subprocess.Popen:
+def run_driver(cfg_path: Path, port: int, n: int, seed: int, rate: float | None,
+               burst: int = 0) -> subprocess.Popen:
     args = [sys.executable, "-m", "bench.feed_bench", "--drive", f"127.0.0.1:{port}",
             "--config", str(cfg_path), "--commands", str(n), "--seed", str(seed)]
     if rate:
-        args += ["--rate", str(rate)]
+        args += ["--rate", str(rate), "--burst", str(burst)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
@@ -138,7 +143,7 @@ async def bench_replication(cfg, repl_port: int, history_head: int) -> None:
 
 
 async def bench_live(cfg, cfg_path: Path, repl_port: int, oe_port: int, live_n: int,
-                     rate: float) -> None:
+                     rate: float, burst: int = 0) -> None:
     from marketdata.publisher import PublisherService
 
     svc = PublisherService(cfg, replication=("127.0.0.1", repl_port), node_id="bench-md-live")
@@ -149,7 +154,8 @@ async def bench_live(cfg, cfg_path: Path, repl_port: int, oe_port: int, live_n: 
     entries0, cmds0, d0 = pub.entries, pub.commands, sum(pub.datagrams.values())
     loop = asyncio.get_running_loop()
     cpu0 = time.process_time()
-    proc = await loop.run_in_executor(None, run_driver, cfg_path, oe_port, live_n, 2, rate)
+    proc = await loop.run_in_executor(None, run_driver, cfg_path, oe_port, live_n, 2, rate,
+                                      burst)
     out = await loop.run_in_executor(None, proc.communicate)
     drv = json.loads(out[0].strip().splitlines()[-1])
     last = -1                       # wait until the publisher has handled everything
@@ -159,7 +165,8 @@ async def bench_live(cfg, cfg_path: Path, repl_port: int, oe_port: int, live_n: 
     dt = drv["seconds"]
     cpu = time.process_time() - cpu0
     entries = pub.entries - entries0
-    print(f"3. live, offered {rate:,.0f} commands/s to a fresh engine (load client: "
+    how = f"in submissions of {burst}" if burst else "as a continuous flow"
+    print(f"3. live, offered {rate:,.0f} commands/s {how} to a fresh engine (load client: "
           f"{drv['rate']:,.0f} commands/s achieved, {drv['nacks']} nacks, {dt:.1f} s):")
     print(f"  feed: {entries / dt:,.0f} book updates/s, {(pub.commands - cmds0) / dt:,.0f} "
           f"commands/s, {(sum(pub.datagrams.values()) - d0) / dt:,.0f} datagrams/s, "
@@ -180,6 +187,9 @@ def main(argv=None) -> None:
                     help="offered commands/s in part 3 (default: enough for 24,000 book "
                          "updates/s)")
     ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--burst", type=int, default=0,
+                    help="live run: the load client submits N commands at once (default 0: "
+                         "a continuous flow, 2-4 commands per submission)")
     ap.add_argument("--fsync", default="batch", choices=("batch", "interval", "never"))
     args = ap.parse_args(argv)
     import uvloop
@@ -206,7 +216,8 @@ def main(argv=None) -> None:
         shutil.rmtree(tmp / "journal", ignore_errors=True)     # a fresh engine for part 3
         proc, oe_port, repl_port = start_engine(cfg_path)
         try:
-            uvloop.run(bench_live(cfg, cfg_path, repl_port, oe_port, args.live_commands, rate))
+            uvloop.run(bench_live(cfg, cfg_path, repl_port, oe_port, args.live_commands, rate,
+                                  args.burst))
         finally:
             stop(proc)
     finally:

@@ -9,8 +9,9 @@ This module is the thin I/O shell around the pure parts (``engine.core``, ``engi
 - Group commit: submissions that arrive while a batch is being processed form the next batch.
   A batch's record is appended and committed (fsync per policy) before any of its events or acks
   leave the process, so nothing acknowledged can be lost by a crash. With fsync per batch the
-  fdatasync runs in a sync thread (engine.syncer): the loop matches the next batches while the
-  disk works, and releases each batch, in order, once the thread reports it durable.
+  fdatasync runs in a sync thread (engine.syncer): the loop keeps reading while the disk works,
+  gathers what arrives into the next batch (a full batch is matched at once), and releases
+  each batch, in order, once the thread reports it durable.
 - Consumers get history from the journal and then live events with no gap and no duplicate.
   A consumer whose unsent backlog would exceed ``consumer_buffer_bytes`` is disconnected with a
   reason; the engine never waits for it.
@@ -226,8 +227,13 @@ class EngineServer:
         self._scheduled = False
         if self.failed is not None or not self._pending:
             return
-        if len(self._unsynced) >= MAX_UNSYNCED_BATCHES:
-            return      # the disk is behind: _durable resumes; reading pauses as input grows
+        if self._unsynced and (self._pending_cmds < self.ecfg.max_batch_commands
+                               or len(self._unsynced) >= MAX_UNSYNCED_BATCHES):
+            # A sync is in flight, and whatever is sequenced now could not be released before
+            # it ends anyway: let submissions gather and run them as one batch when it ends
+            # (_durable), unless a full batch is already waiting. Fewer, larger batches cost
+            # less per command at no cost in latency; reading pauses if input keeps growing.
+            return
         subs = self._take_batch()
         ts = self.clock()
         if ts < self._last_ts:

@@ -71,9 +71,13 @@ class _Instrument:
 
 
 class FeedBooks:
-    def __init__(self, refdata: MarketRefData, depth: int = 20) -> None:
+    def __init__(self, refdata: MarketRefData, depth: int = 20, *,
+                 incremental: bool = True) -> None:
         self.exp = -refdata.price_decimals
         self.depth = depth
+        #: False: recompute and compare the whole published top on every book event (the
+        #: reference the tests compare the incremental path with)
+        self.incremental = incremental
         self.instruments = {i.symbol: _Instrument(i.symbol) for i in refdata.instruments}
 
     def on_event(self, ev) -> list[dict]:
@@ -99,16 +103,53 @@ class FeedBooks:
         inst = self.instruments.get(ev.instrument)
         if inst is None:
             return []
-        touched = set()
+        sides = inst.sides
+        touched: dict[int, list[int]] = {}
         for side, price, qty, orders in ev.levels:
-            inst.sides[side].set(price, qty, orders)
-            touched.add(side)
+            sides[side].set(price, qty, orders)
+            touched.setdefault(side, []).append(price)
         out: list[dict] = []
         when = _time_of(ev.ts)
         for side in (1, 2):
-            if side in touched:
+            prices = touched.get(side)
+            if prices is not None and (not self.incremental
+                                       or not self._changes_only(inst, side, prices, when, out)):
                 self._diff(inst, side, when, out)
         return out
+
+    def _changes_only(self, inst: _Instrument, side: int, prices: list[int], when: int,
+                      out: list) -> bool:
+        """The cheap path, giving exactly what ``_diff`` would: when no touched level enters
+        or leaves the published top, the entries are the touched published levels whose
+        quantity or order count changed, in book order. Returns False (nothing done) when
+        the set of published levels changes; ``_diff`` then recomputes the top."""
+        s = inst.sides[side]
+        published, levels, depth = s.published, s.levels, self.depth
+        changed = None
+        for price in prices:
+            now = levels.get(price)
+            if price in published:
+                if now is None:
+                    return False                    # a published level is gone
+                if published[price] != now:
+                    (changed := changed or []).append(price)
+            elif now is not None and bisect_left(s.keys, s.sign * price) < depth:
+                return False                        # a new level enters the top
+        if changed:
+            if len(changed) > 1:
+                changed = sorted(set(changed), key=s.sign.__mul__)
+            etype = BID if side == 1 else OFFER
+            exp, sym, keys = self.exp, inst.symbol, s.keys
+            for price in changed:
+                qty, n = levels[price]
+                published[price] = (qty, n)
+                inst.rpt_seq += 1
+                out.append({"MDUpdateAction": CHANGE, "MDEntryType": etype, "Symbol": sym,
+                            "RptSeq": inst.rpt_seq, "MDEntryPx": (price, exp),
+                            "MDEntrySize": qty, "NumberOfOrders": n,
+                            "MDPriceLevel": bisect_left(keys, s.sign * price) + 1,
+                            "MDEntryTime": when})
+        return True
 
     def _diff(self, inst: _Instrument, side: int, when: int, out: list) -> None:
         s = inst.sides[side]

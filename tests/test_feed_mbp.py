@@ -49,3 +49,20 @@ def test_entries_rebuild_top_of_book(depth):
         snap_bids = [(e["MDEntryPx"][0], e["MDEntrySize"], e["NumberOfOrders"])
                      for e in entries if e["MDEntryType"] == "0"]
         assert snap_bids == [tuple(x) for x in engine.book_levels(inst.symbol, 1)[:depth]]
+
+
+@pytest.mark.parametrize("depth", [1, 3, 20])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_incremental_path_gives_exactly_the_full_recomputation(depth, seed):
+    """The cheap path (touched published levels only) emits the very entries, in the very
+    order, that recomputing and comparing the whole published top gives."""
+    ref = default_refdata()
+    engine = Engine(ref)
+    fast, full = FeedBooks(ref, depth), FeedBooks(ref, depth, incremental=False)
+    n = 0
+    for seq, cmd in enumerate(generate(ref, 6000, seed=seed), 1):
+        for ev in engine.apply(SequencedCommand(seq, seq, "t", 0, cmd)):
+            a, b = fast.on_event(ev), full.on_event(ev)
+            assert a == b
+            n += len(a)
+    assert n > 1000

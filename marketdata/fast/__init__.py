@@ -9,7 +9,11 @@ Public API::
     enc.encode_datagram(...) / dec.decode_datagram(...)   # 4-byte LE MsgSeqNum + message,
                                                           # fresh dictionaries per datagram
 
-See ``spec/fast-wire.md`` for the wire format and the exchange's templates.
+Two implementations with one contract: the compiled interpreter (``vm.py`` compiles the
+templates into a program that ``_fastvm.c`` runs; the default when the extension is
+built) and the generated-Python reference (``Encoder(..., impl="python")``; the fallback
+otherwise).  See encoder.py and decoder.py for why, and ``spec/fast-wire.md`` for the
+wire format and the exchange's templates.
 """
 
 from .decoder import Decoder

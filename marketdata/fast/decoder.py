@@ -2,7 +2,7 @@
 
 Contract:
 
-* ``Decoder(templates, strict=True, decimals="decimal")``;
+* ``Decoder(templates, strict=True, decimals="decimal", impl="auto")``;
   ``decode(data, offset=0) -> (Template, values, consumed)`` decodes one message starting
   at ``data[offset]`` with the decoder's dictionaries, carried from message to message;
   ``decode_datagram(data) -> (seqnum, Template, values)`` decodes a Moscow-Exchange-style
@@ -18,17 +18,24 @@ Contract:
   the spec's other reportable errors (overlong integers ``R6``, presence maps ``R7``/
   ``R8``, strings ``R9``, decimal range ``R1``, delta overflow ``R4``); ``strict=False``
   accepts those.
+* ``impl``: ``"c"`` the compiled interpreter (vm.py, _fastvm.c), ``"python"`` the
+  generated-Python reference, ``"auto"`` (default) the compiled one when the extension is
+  built.  ``.impl`` says which one runs; both return equal values and raise the same
+  error codes (tests/test_fast_vm.py).  The compiled one's messages also name the
+  template and field; it carries integers in 128 bits, so a lenient decoder's delta
+  sums beyond 2**100 (far past any FAST type) are rejected (``R4``/``R1``).
 
-Why generated code: a generic interpreter walking field objects costs a Python call and
-several attribute lookups and branches per field, several times over the 200,000
-messages/s budget (about 5 us for a whole message).  So each template is compiled once,
-when the Decoder is built (_decoder_gen.py), into straight-line Python functions
-(``compile()`` of generated source): presence-map bits are tested with constant masks,
-one-byte integers and characters decode with a single table lookup and longer entities
-inline, dictionary entries are constant slots, sequences are plain loops, and each result
-dict is built by one literal.  Every template gets two functions: one keeping
-dictionaries in a list across messages (``decode``), and one for the datagram path whose
-dictionary entries are local variables, fresh for every message (``decode_datagram``).
+Why C: the feed needs more than 200,000 messages/s through one core (about 5 us a
+message, building the result dicts included).  A generic interpreter in Python walking
+field objects is several times too slow; the generated straight-line Python below
+(_decoder_gen.py: presence-map bits tested with constant masks, one-byte entities by
+table lookup, constant dictionary slots, each result dict built by one literal) reaches
+about 135,000 messages/s for a three-entry incremental refresh, and what is left is the
+cost of the Python interpreter itself.  No FAST library reaches the rate from Python with
+this contract, so the hot path is a hand-written C interpreter walking a program compiled
+from the templates (_fastvm.c).  The generated Python stays as the reference
+implementation the C one is tested against, and as the fallback where the extension is
+not built.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from ._decoder_gen import DecoderGen
 from .dictionary import TID_SLOT, UNDEFINED, Layout, State
 from .errors import FastError
 from .templates import Templates
+from .vm import make_vm
 
 __all__ = ["Decoder"]
 
@@ -50,11 +58,25 @@ class Decoder:
     """Decodes FAST messages for a set of templates (see the module docstring)."""
 
     def __init__(self, templates: Templates, strict: bool = True,
-                 decimals: str = "decimal") -> None:
+                 decimals: str = "decimal", impl: str = "auto") -> None:
         if decimals not in ("decimal", "pair"):
             raise ValueError("decimals must be 'decimal' or 'pair'")
+        if impl not in ("auto", "c", "python"):
+            raise ValueError("impl must be 'auto', 'c' or 'python'")
         self.templates = templates
         self.strict = strict
+        self._vm = None
+        if impl != "python":
+            self._vm = make_vm(templates, strict=strict, decimals=decimals,
+                               required=impl == "c")
+        if self._vm is not None:
+            self.impl = "c"
+            # the compiled methods straight on the instance: no Python frame per message
+            self.decode = self._vm.decode
+            self.decode_datagram = self._vm.decode_datagram
+            self.reset = self._vm.reset
+            return
+        self.impl = "python"
         layout = Layout()
         gen = DecoderGen(templates, layout, strict, decimals)
         entries = []
@@ -71,10 +93,14 @@ class Decoder:
 
     def reset(self) -> None:
         """Set every dictionary entry to undefined."""
+        if self._vm is not None:
+            return self._vm.reset()
         self._state.reset()
 
     def decode(self, data, offset: int = 0):
         """Decode one message at ``data[offset]``: ``(template, values, consumed)``."""
+        if self._vm is not None:
+            return self._vm.decode(data, offset)
         if data.__class__ is not bytes:
             data = bytes(data)
         D = self._D
@@ -115,6 +141,8 @@ class Decoder:
         """Decode a datagram: 4-byte little-endian MsgSeqNum then exactly one FAST message,
         decoded with fresh dictionaries (the state ``decode()`` uses is left alone).
         Returns ``(seqnum, template, values)``."""
+        if self._vm is not None:
+            return self._vm.decode_datagram(data)
         if data.__class__ is not bytes:
             data = bytes(data)
         try:

@@ -2,11 +2,12 @@
 
 Contract:
 
-* ``Encoder(templates)``; ``encode(template, values) -> bytes`` encodes one message
-  (``template`` is a template id or name) with the encoder's dictionaries, carried from
-  message to message; ``encode_datagram(template, values, seqnum)`` returns a
-  Moscow-Exchange-style datagram (4-byte little-endian MsgSeqNum, then the message
-  encoded with fresh dictionaries); ``reset()`` sets every dictionary entry to undefined.
+* ``Encoder(templates, front_deltas=False, impl="auto")``; ``encode(template, values) ->
+  bytes`` encodes one message (``template`` is a template id or name) with the encoder's
+  dictionaries, carried from message to message; ``encode_datagram(template, values,
+  seqnum)`` returns a Moscow-Exchange-style datagram (4-byte little-endian MsgSeqNum, then
+  the message encoded with fresh dictionaries); ``reset()`` sets every dictionary entry
+  to undefined.
 * ``values`` is a dict keyed by field name: ``int``; ``str`` for strings; ``bytes``
   (or bytearray/memoryview) for byte vectors; ``Decimal``, ``int`` or an exact
   ``(mantissa, exponent)`` pair for decimals (never a float); a list of dicts for a
@@ -20,18 +21,31 @@ Contract:
 * Every failure is a ``FastError`` naming the template and field: a missing mandatory
   field, a wrong type, an integer outside its type (``D2``), a decimal outside exponent
   [-63, 63] / int64 mantissa (``R1``), a value an operator cannot express (``D3``), a
-  non-ASCII character in an ASCII string.  After a failure the dictionaries may hold
-  part of the failed message: ``reset()`` before going on (and signal the reset to the
-  decoder; the per-datagram convention does this anyway).
+  non-ASCII character in an ASCII string.  ``code`` carries the FAST code where one
+  applies.  After a failure the dictionaries may hold part of the failed message:
+  ``reset()`` before going on (and signal the reset to the decoder; the per-datagram
+  convention does this anyway).
+* ``impl`` selects the implementation: ``"c"`` the compiled interpreter (vm.py,
+  _fastvm.c), ``"python"`` the generated-Python reference, ``"auto"`` (default) the
+  compiled one when the extension is built, else Python.  ``.impl`` says which one runs.
+  Both produce the same bytes and raise the same error codes (tests/test_fast_vm.py).
+  The compiled one is stricter about types: an integer field takes an ``int`` (or
+  ``bool``) only, where the reference lets another number through when it equals the
+  constant, default or previous value; an ill-typed value is reported as such even where
+  the reference first trips over something else (e.g. a tail's length, ``D3``).  A
+  ``dict`` subclass or other mapping is read as the reference reads it (``V[name]`` for
+  mandatory fields, ``V.get(name)`` otherwise).
 
-Why generated code: as in the decoder, a generic interpreter over field objects is several
-times too slow for the 200,000 messages/s target, so each template is compiled once
-(_encoder_gen.py) into straight-line Python functions (``compile()`` of generated
-source) with constant presence-map masks, inline one- to four-byte integer paths,
-memoised ASCII encodings and constant dictionary slots.  Every template gets two: one
-keeping dictionaries in a list across messages (``encode``), and one for the datagram
-path whose dictionary entries are plain local variables, fresh for every message
-(``encode_datagram``: no reset, no list indexing).
+Why C: the feed needs more than 200,000 messages/s through one core (about 5 us a
+message, Python objects in and out included).  A generic interpreter in Python is several
+times too slow; the generated straight-line Python below (_encoder_gen.py: constant
+presence-map masks, inline integer paths, constant dictionary slots, one function per
+template and per path) reaches about 135,000 messages/s for a three-entry incremental
+refresh, and what is left is the cost of the Python interpreter itself.  No FAST library
+reaches the rate from Python with this contract, so the hot path is a hand-written C
+interpreter walking a program compiled from the templates (_fastvm.c).  The generated
+Python stays as the reference implementation the C one is tested against, and as the
+fallback where the extension is not built.
 """
 
 from __future__ import annotations
@@ -42,6 +56,7 @@ from .dictionary import Layout, State
 from .errors import FastError
 from .templates import Template, Templates
 from .values import delta_back, delta_of
+from .vm import make_vm
 
 __all__ = ["Encoder"]
 
@@ -55,9 +70,23 @@ class Encoder:
     .py), so by default deltas only ever work at the back.
     """
 
-    def __init__(self, templates: Templates, front_deltas: bool = False) -> None:
+    def __init__(self, templates: Templates, front_deltas: bool = False,
+                 impl: str = "auto") -> None:
+        if impl not in ("auto", "c", "python"):
+            raise ValueError("impl must be 'auto', 'c' or 'python'")
         self.templates = templates
         self.front_deltas = front_deltas
+        self._vm = None
+        if impl != "python":
+            self._vm = make_vm(templates, front_deltas=front_deltas, required=impl == "c")
+        if self._vm is not None:
+            self.impl = "c"
+            # the compiled methods straight on the instance: no Python frame per message
+            self.encode = self._vm.encode
+            self.encode_datagram = self._vm.encode_datagram
+            self.reset = self._vm.reset
+            return
+        self.impl = "python"
         layout = Layout()
         gen = EncoderGen(templates, layout)
         gen.ns["DELTA"] = delta_of if front_deltas else delta_back
@@ -74,11 +103,15 @@ class Encoder:
 
     def reset(self) -> None:
         """Set every dictionary entry to undefined."""
+        if self._vm is not None:
+            return self._vm.reset()
         self._state.reset()
 
     def encode(self, template: int | str, values: dict) -> bytes:
         """Encode one message of ``template`` (id or name) with the encoder's
         dictionaries, carried from message to message."""
+        if self._vm is not None:
+            return self._vm.encode(template, values)
         try:
             fn, t = self._fns[template]
         except (KeyError, TypeError):
@@ -93,6 +126,8 @@ class Encoder:
         """A datagram: 4-byte little-endian MsgSeqNum (default ``values["MsgSeqNum"]``),
         then the message encoded with fresh dictionaries (the state ``encode()`` uses is
         left alone)."""
+        if self._vm is not None:
+            return self._vm.encode_datagram(template, values, seqnum)
         try:
             fn, t = self._fresh[template]
         except (KeyError, TypeError):
@@ -113,9 +148,13 @@ class Encoder:
 
 def _failure(t: Template, exc: Exception) -> FastError:
     if isinstance(exc, FastError):
-        return FastError(f"{t.name}: {exc}")
+        msg = str(exc)
+        if exc.code:  # keep the code, once
+            msg = msg.removeprefix(f"[ERR {exc.code}] ")
+        return FastError(f"{t.name}: {msg}", exc.code)
     if isinstance(exc, KeyError):
         return FastError(f"{t.name}: missing mandatory field {exc.args[0]!r}")
-    if isinstance(exc, (TypeError, ValueError, AttributeError, OverflowError, IndexError)):
+    if isinstance(exc, (TypeError, ValueError, AttributeError, ArithmeticError, IndexError)):
+        # (ArithmeticError: e.g. decimal.InvalidOperation comparing a NaN with an int)
         return FastError(f"{t.name}: invalid value ({exc})")
     raise exc

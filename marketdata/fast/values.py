@@ -26,8 +26,11 @@ __all__ = [
     "delta_of", "delta_back", "apply_delta", "tail_of", "apply_tail",
 ]
 
-#: exact for any int64 mantissa with an exponent in [-63, 63]
-DECIMAL_CONTEXT = decimal.Context(prec=64, Emin=-999, Emax=999, traps=[decimal.Inexact])
+#: exact for any int64 mantissa and any exponent a decoder can produce (a lenient decoder
+#: lets exponents outside [-63, 63] through; they must not turn into NaN or Infinity)
+DECIMAL_CONTEXT = decimal.Context(prec=64, Emin=decimal.MIN_EMIN, Emax=decimal.MAX_EMAX,
+                                  traps=[decimal.Inexact, decimal.Overflow,
+                                         decimal.InvalidOperation])
 
 
 _PAIR_CACHE: dict = {}
