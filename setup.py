@@ -13,5 +13,7 @@ setup(
     ext_modules=[
         Extension("marketdata.fast._fastvm", ["marketdata/fast/_fastvm.c"],
                   extra_compile_args=CFLAGS),
+        Extension("fix_gateway._fixfast", ["fix_gateway/_fixfast.c"],
+                  extra_compile_args=CFLAGS),
     ],
 )

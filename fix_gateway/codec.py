@@ -1,16 +1,24 @@
 """FIX tag=value codec: framing, parsing, encoding and UTCTimestamp helpers (pure, no I/O).
 
-Hand-written on purpose: this is the gateway's hot path, a generic FIX library is several
-times too slow here, and the session layer needs exact control over how garbled input is
+Hand-written on purpose: the session layer needs exact control over how garbled input is
 classified (FIX 4.4 Volume 2 says a garbled message is *ignored*, without consuming a sequence
-number, and the stream must resynchronise on the next message).
+number, and the stream must resynchronise on the next message), and this is the gateway's hot
+path, which no library makes fast enough. The hot part is compiled: ``fix_gateway._fixfast``
+(hand-written C) provides ``FixMessage``, the framer/parser behind ``split``, ``encode`` and
+the timestamp helpers, and is selected when importable (unless the environment variable
+``FIX_GATEWAY_PURE_PYTHON`` is set). The pure-Python implementations below (``PyFixMessage``,
+``py_split``, ``py_encode``, ``py_format_utc_timestamp``, ``py_parse_utc_timestamp``) are the
+reference: the tests check that both give identical results, and the compiled code hands every
+input it does not handle itself (unusual value types, huge numbers, errors) to them.
+``IMPLEMENTATION`` says which one is in use ("c" or "python").
 
 Contract
 --------
 * ``FixMessage`` is an immutable parsed message: ``fields`` holds every field in wire order,
   header (8, 9, 35, ...) and trailer (10) included, as ``(int tag, bytes value)``; ``raw`` is the
-  exact bytes received; ``get(tag)`` returns the first occurrence (O(1) after the first call,
-  via a lazily built dict); ``msg_type`` is tag 35 decoded.
+  exact bytes received; ``get(tag)`` returns the first occurrence (O(1): the compiled message
+  indexes its tags while parsing, the reference builds a dict on first use); ``msg_type`` is
+  tag 35 decoded.
 * ``split(buffer, max_size)`` extracts whole messages from a byte stream framed as
   ``8=<BeginString>|9=<len>|35=...|10=nnn|`` and returns ``(frames, remaining, garbled)``.
   A candidate frame is *garbled* (reported as a ``Garbled`` value, never raised) when it does
@@ -33,6 +41,7 @@ Values are bytes; text is ASCII/UTF-8 by convention (the codec does not decode v
 """
 from __future__ import annotations
 
+import os as _os
 import time as _time
 from zlib import adler32 as _adler32
 from typing import Iterable, NamedTuple, Sequence, Union
@@ -50,6 +59,12 @@ __all__ = [
     "checksum",
     "format_utc_timestamp",
     "parse_utc_timestamp",
+    "IMPLEMENTATION",
+    "PyFixMessage",
+    "py_split",
+    "py_encode",
+    "py_format_utc_timestamp",
+    "py_parse_utc_timestamp",
 ]
 
 SOH = b"\x01"
@@ -68,8 +83,10 @@ _DATA_TAGS = frozenset(DATA_LENGTH_TAGS.values())
 Value = Union[bytes, str, int]
 
 
-class FixMessage:
-    """A parsed FIX message. ``fields`` in wire order (header and trailer included)."""
+class PyFixMessage:
+    """A parsed FIX message. ``fields`` in wire order (header and trailer included).
+
+    The reference implementation; ``FixMessage`` is the compiled one when available."""
 
     __slots__ = ("fields", "raw", "_index")
 
@@ -100,7 +117,7 @@ class FixMessage:
         return v.decode("ascii", "replace") if v is not None else ""
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, FixMessage) and self.fields == other.fields
+        return isinstance(other, PyFixMessage) and self.fields == other.fields
 
     def __hash__(self) -> int:
         return hash(self.fields)
@@ -138,7 +155,10 @@ def _parse_body_slow(body: bytes) -> list[tuple[int, bytes]]:
         t = body[i:eq]
         if not t.isdigit():
             raise _Bad("malformed field")
-        tag = int(t)
+        try:
+            tag = int(t)
+        except ValueError:        # more digits than int() converts
+            raise _Bad("malformed field") from None
         if tag in _FRAMING_TAGS:
             raise _Bad("BeginString, BodyLength or CheckSum inside the body")
         if tag in _DATA_TAGS and tag in data_len:
@@ -153,7 +173,9 @@ def _parse_body_slow(body: bytes) -> list[tuple[int, bytes]]:
         if tag in DATA_LENGTH_TAGS:
             if not value.isdigit():
                 raise _Bad("bad data field length")
-            data_len[DATA_LENGTH_TAGS[tag]] = int(value)
+            digits = value.lstrip(b"0")
+            # a length beyond 18 digits exceeds any frame: the data field cannot match it
+            data_len[DATA_LENGTH_TAGS[tag]] = int(digits or b"0") if len(digits) <= 18 else 1 << 62
         out.append((tag, value))
         i = end + 1
     return out
@@ -248,8 +270,8 @@ def _frame_at(buf: bytes, pos: int, n: int, max_size: int):
         body = _parse_body(buf[body_start:body_end])
     except _Bad as e:
         return (str(e), None)
-    return (FixMessage(((8, buf[pos + 2:soh1]), (9, length_b), *body, (10, cks)),
-                       buf[pos:end]), end)
+    return (PyFixMessage(((8, buf[pos + 2:soh1]), (9, length_b), *body, (10, cks)),
+                         buf[pos:end]), end)
 
 
 def _trailer_prefix(b: bytes) -> bool:
@@ -277,9 +299,9 @@ def _partial_begin(buf: bytes, n: int) -> int:
     return 0
 
 
-def _split(buf: bytes, max_size: int) -> tuple[list[FixMessage], int, list[Garbled], int]:
+def py_split(buf: bytes, max_size: int) -> tuple[list[PyFixMessage], int, list[Garbled], int]:
     """Frames, the offset of the unconsumed tail, garbled pieces, and the buffer length at
-    which the tail can make progress (0 if unknown)."""
+    which the tail can make progress (0 if unknown). The reference of ``_split``."""
     frames: list[FixMessage] = []
     garbled: list[Garbled] = []
     n = len(buf)
@@ -417,10 +439,10 @@ def checksum(data: bytes, start: int = 0, end: int | None = None) -> int:
     return total & 255
 
 
-def encode(msg_type: str | bytes, fields: Iterable[tuple[int, Value]], *,
-           begin_string: str | bytes = "FIX.4.4", sender: str | bytes, target: str | bytes,
-           seq: int, sending_time: bytes | str,
-           extra_header: Iterable[tuple[int, Value]] = ()) -> bytes:
+def py_encode(msg_type: str | bytes, fields: Iterable[tuple[int, Value]], *,
+              begin_string: str | bytes = "FIX.4.4", sender: str | bytes, target: str | bytes,
+              seq: int, sending_time: bytes | str,
+              extra_header: Iterable[tuple[int, Value]] = ()) -> bytes:
     """Build a complete message: 8, 9, 35, 49, 56, 34, 52, extra header, body, 10.
 
     Values may be bytes, str (UTF-8), int or bool (Y/N); a value containing SOH raises
@@ -448,7 +470,7 @@ _ts_cache_sec = -1
 _ts_cache_prefix = b""
 
 
-def format_utc_timestamp(ns: int) -> bytes:
+def py_format_utc_timestamp(ns: int) -> bytes:
     """``YYYYMMDD-HH:MM:SS.sss`` (UTC, millisecond precision, truncated) for ``ns``."""
     global _ts_cache_sec, _ts_cache_prefix
     sec, rem = divmod(ns, 1_000_000_000)
@@ -496,7 +518,7 @@ def _date_seconds(date: bytes) -> int:
     return secs
 
 
-def parse_utc_timestamp(value: bytes | str) -> int:
+def py_parse_utc_timestamp(value: bytes | str) -> int:
     """Nanoseconds since the epoch for ``YYYYMMDD-HH:MM:SS[.sss|.ssssss|.sssssssss]``.
 
     Raises ValueError on any other format or an out-of-range component.
@@ -518,3 +540,29 @@ def parse_utc_timestamp(value: bytes | str) -> int:
         raise ValueError(f"UTCTimestamp out of range: {b!r}") from None
     nanos = int(frac) * 10 ** (27 - n) if n > 17 else 0
     return (day + h * 3600 + m * 60 + s) * 1_000_000_000 + nanos
+
+
+# ------------------------------------------------------------------ implementation in use
+
+try:
+    if _os.environ.get("FIX_GATEWAY_PURE_PYTHON"):
+        raise ImportError("pure Python requested")
+    from fix_gateway import _fixfast as _fast
+except ImportError:
+    _fast = None
+
+if _fast is not None:
+    _fast.set_fallbacks(py_format_utc_timestamp, py_parse_utc_timestamp, py_encode, Garbled)
+    IMPLEMENTATION = "c"
+    FixMessage = _fast.FixMessage
+    _split = _fast.split
+    encode = _fast.encode
+    format_utc_timestamp = _fast.format_utc_timestamp
+    parse_utc_timestamp = _fast.parse_utc_timestamp
+else:
+    IMPLEMENTATION = "python"
+    FixMessage = PyFixMessage                   # type: ignore[misc]
+    _split = py_split
+    encode = py_encode
+    format_utc_timestamp = py_format_utc_timestamp
+    parse_utc_timestamp = py_parse_utc_timestamp

@@ -40,6 +40,7 @@ from engine.client import EngineLink, LinkClosed, LinkRefused
 from engine.commands import MassCancel
 from engine.events import BookUpdate, Trade
 from engine.link import Ack, Disconnect as LinkDisconnect, Events, Heartbeat, Nack
+from fix_gateway import codec
 from fix_gateway.codec import FixMessage, split
 from fix_gateway.dictionary import load_dictionary
 from fix_gateway.info import InfoService
@@ -50,7 +51,7 @@ from fix_gateway.schedule import last_reset_at
 from fix_gateway.session import (
     Deliver, Disconnect, Send, Session, SessionConfig, SessionEvent,
 )
-from fix_gateway.store import FileStore, StoreError
+from fix_gateway.store import FileStore, MessageStore, StoreError
 from fix_gateway.throttle import Throttle
 from fix_gateway.validator import Validator
 
@@ -64,13 +65,18 @@ ORDER_STATE_TYPES = frozenset({"H", "AF"})
 DICTIONARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "spec", "FIX44-bourse.xml")
 _MS = 1_000_000
+#: Commands queued for the engine that make it send them at once rather than at the end of
+#: the loop iteration, and reports routed that make them stored and written before the rest of
+#: a burst of events: long bursts then flow through the stages instead of queueing at each.
+SUBMIT_BATCH = 256
+REPORT_BATCH = 256
 
 
 class GatewayError(Exception):
     """The gateway cannot start; the message says why."""
 
 
-class _InboundStore:
+class _InboundStore(MessageStore):
     """A session's store whose inbound MsgSeqNum reaches the disk only up to the first message
     whose engine command is not acknowledged yet (acknowledged = journaled by the engine).
 
@@ -80,22 +86,38 @@ class _InboundStore:
     is ``commit()``ted after the gateway has acted on the input and held back while commands
     are unacknowledged, so after a crash the broker is asked to resend from there (a resent
     order the engine had already sequenced is refused as a duplicate ClOrdID, never executed
-    twice). Everything else is the wrapped store's.
+    twice). The rest of the ``MessageStore`` interface is the wrapped store's (delegated
+    explicitly: attribute access on this object is on every message's path).
     """
+
+    __slots__ = ("_store", "save_sent", "get_range", "last_saved_seq", "set_next_sender_seq",
+                 "sync", "close", "flush", "_target", "_holds", "_want", "_order")
 
     def __init__(self, store: FileStore) -> None:
         self._store = store
+        self.save_sent = store.save_sent
+        self.get_range = store.get_range
+        self.last_saved_seq = store.last_saved_seq
+        self.set_next_sender_seq = store.set_next_sender_seq
+        self.sync = store.sync
+        self.close = store.close
+        self.flush = store.flush
         self._target = store.next_target_seq
         self._holds: dict[int, int] = {}       # MsgSeqNum -> commands not acknowledged yet
         self._want = 0                         # target seq to persist at the next persist()
         self._order: collections.deque[int] = collections.deque()   # held MsgSeqNums, ascending
 
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
     @property
     def next_target_seq(self) -> int:
         return self._target
+
+    @property
+    def next_sender_seq(self) -> int:
+        return self._store.next_sender_seq
+
+    @property
+    def created_ns(self) -> int:
+        return self._store.created_ns
 
     def set_next_target_seq(self, seq: int) -> None:
         self._target = seq                     # persisted by commit()
@@ -113,13 +135,16 @@ class _InboundStore:
         if not n:
             self._order.append(seq)            # messages are consumed in MsgSeqNum order
 
-    def release(self, seq: int) -> None:
+    def release(self, seq: int, commit: bool = True) -> None:
+        """The command of message ``seq`` is acknowledged; ``commit=False`` leaves the
+        ``commit()`` to the caller (once after a batch of releases)."""
         n = self._holds.get(seq, 0)
         if n > 1:
             self._holds[seq] = n - 1
         elif n:
             del self._holds[seq]
-            self.commit()
+            if commit:
+                self.commit()
 
     def commit(self) -> None:
         """Compute what may be persisted now; ``persist()`` writes it (once per loop
@@ -169,7 +194,10 @@ class Gateway:
         self.drop_copies: dict[str, list[_Slot]] = {}
         self.link: EngineLink | None = None
         self.inflight: dict[int, object] = {}
-        self._held: dict[int, tuple[_InboundStore, int]] = {}   # id(cmd) -> (store, MsgSeqNum)
+        # id(cmd) -> MsgSeqNum and store of the message it came from (two dicts: no tuple to
+        # make and collect per order)
+        self._held: dict[int, int] = {}
+        self._held_store: dict[int, _InboundStore] = {}
         self._outbox: list = []
         self.unsent: list = []
         self._barriers: dict[int, tuple[_Slot, FixMessage]] = {}
@@ -189,6 +217,10 @@ class Gateway:
     # ------------------------------------------------------------------ start / stop
 
     def open_sessions(self) -> None:
+        if codec.IMPLEMENTATION != "c":
+            log.log(logging.INFO if os.environ.get("FIX_GATEWAY_PURE_PYTHON") else logging.WARNING,
+                    "FIX hot path: pure Python (fix_gateway._fixfast not in use), several times "
+                    "slower than the compiled one")
         try:
             validator = Validator(load_dictionary(DICTIONARY))
         except Exception as exc:  # the dictionary ships with the release: report, not crash
@@ -279,6 +311,10 @@ class Gateway:
         reach the disk (one write per store), then the watermark, then the sockets — so
         nothing is sent, and no event is marked done, before it is stored."""
         self._kicked = False
+        self._write_out()
+
+    def _write_out(self) -> None:
+        """Stores, then watermark, then sockets (see ``_flush_all``)."""
         for slot in self.slots.values():
             slot.fix.store.persist()
         if self._watermark != self._watermark_written:
@@ -331,13 +367,11 @@ class Gateway:
                         if not self.caught_up.is_set() and self.replica.next_seq >= head:
                             self.caught_up.set()
                     elif type(msg) is Ack:
-                        for r in range(msg.first_req_id, msg.first_req_id + msg.count):
-                            self._release(self.inflight.pop(r, None))
+                        self._release_range(msg.first_req_id, msg.count)
                     elif type(msg) is Nack:
                         log.error("engine refused requests %d..%d: %s", msg.first_req_id,
                                   msg.first_req_id + msg.count - 1, msg.reason)
-                        for r in range(msg.first_req_id, msg.first_req_id + msg.count):
-                            self._release(self.inflight.pop(r, None))
+                        self._release_range(msg.first_req_id, msg.count)
                     elif type(msg) is Heartbeat:
                         pending = self._barriers.pop(msg.token, None)
                         if pending is not None:
@@ -372,21 +406,45 @@ class Gateway:
                 self.inflight[first + k] = cmd
 
     def _release(self, cmd) -> None:
-        held = self._held.pop(id(cmd), None) if cmd is not None else None
-        if held is not None:
-            held[0].release(held[1])
+        seq = self._held.pop(id(cmd), None) if cmd is not None else None
+        if seq is not None:
+            self._held_store.pop(id(cmd)).release(seq)
+
+    def _release_range(self, first: int, count: int) -> None:
+        """Requests ``first`` .. ``first + count - 1`` are acknowledged (or refused)."""
+        pop = self.inflight.pop
+        held_pop = self._held.pop
+        store_pop = self._held_store.pop
+        stores = set()
+        for r in range(first, first + count):
+            cmd = pop(r, None)
+            if cmd is None:
+                continue
+            seq = held_pop(id(cmd), None)
+            if seq is not None:
+                store = store_pop(id(cmd))
+                store.release(seq, False)
+                stores.add(store)
+        for store in stores:
+            store.commit()
 
     def _submit(self, cmd, slot: "_Slot | None" = None, msg: FixMessage | None = None) -> None:
         if slot is not None:                # hold the message's MsgSeqNum until acknowledged
             seq = int(msg.get(34))
-            slot.fix.store.hold(seq)
-            self._held[id(cmd)] = (slot.fix.store, seq)
-        self._outbox.append(cmd)
-        if not self._flush_scheduled:
+            store = slot.fix.store
+            store.hold(seq)
+            self._held[id(cmd)] = seq
+            self._held_store[id(cmd)] = store
+        outbox = self._outbox
+        outbox.append(cmd)
+        if len(outbox) >= SUBMIT_BATCH:
+            self._flush()          # a long input burst: let the engine start on it meanwhile
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Send the queued commands to the engine (numbered, kept in ``inflight``)."""
         self._flush_scheduled = False
         cmds, self._outbox = self._outbox, []
         if not cmds:
@@ -395,20 +453,30 @@ class Gateway:
             self.unsent.extend(cmds)         # numbered and sent once the link is back
             return
         first = self.link.submit(cmds)
-        for k, cmd in enumerate(cmds):
-            self.inflight[first + k] = cmd
+        self.inflight.update(zip(range(first, first + len(cmds)), cmds))
 
     def _on_events(self, events: list) -> None:
         now = self.clock()
         apply = self.replica.apply
+        route = self._route
         last = 0
         touch = self.info.touch
+        market = _MARKET_EVENTS
+        routed = 0
         for ev in events:
-            for report in apply(ev):
-                self._route(report, ev.seq, now)
-            if type(ev) in _MARKET_EVENTS:
-                touch(ev.instrument)
             last = ev.seq
+            reports = apply(ev)
+            if reports:
+                for report in reports:
+                    route(report, last, now)
+                routed += len(reports)
+                if routed >= REPORT_BATCH:
+                    # a long burst of events: store and send what is ready so far (the
+                    # watermark moves only once the whole burst is routed)
+                    routed = 0
+                    self._write_out()
+            if type(ev) in market:
+                touch(ev.instrument)
         if last:
             self._watermark = last
             self._kick()
@@ -418,9 +486,14 @@ class Gateway:
         tag = (EVENT_SEQ_TAG, seq)
         if type(r) is ExecReport:
             fields = self.writer.execution_report(r)
-            if slot is not None and _fresh(slot, seq, r.exec_id):
-                self._send(slot, "8", fields + [tag], now)
-            for dc in self.drop_copies.get(r.firm, ()):
+            copies = self.drop_copies.get(r.firm, ())
+            if slot is not None and (seq > slot.resume_after or _fresh(slot, seq, r.exec_id)):
+                if copies:
+                    self._send(slot, "8", fields + [tag], now)
+                else:                       # the list is not needed afterwards: no copy
+                    fields.append(tag)
+                    self._send(slot, "8", fields, now)
+            for dc in copies:
                 if _fresh(dc, seq, r.exec_id):
                     copy = fields[:2] + [(453, 1), (448, r.session), (447, "D"), (452, 55)] \
                         + fields[2:] + [(797, "Y"), tag]
@@ -441,8 +514,11 @@ class Gateway:
         for a in actions:
             t = type(a)
             if t is Send:
-                if slot.conn is not None:
-                    slot.conn.queue(a.data)
+                conn = slot.conn
+                if conn is not None:
+                    conn.out.append(a.data)         # _FixConnection.queue, inlined
+                    if not self._kicked:
+                        self._kick()
             elif t is Deliver:
                 self._on_app(slot, a.msg)
             elif t is SessionEvent:

@@ -29,6 +29,7 @@ from fix_gateway.prices import PriceFormat
 
 #: User-defined tag of the exchange's dialect: F = the firm's orders (default), S = this session's.
 MASS_CANCEL_SCOPE = 20001
+_LIMIT = int(OrdType.LIMIT)       # a plain int compares faster than the enum member
 
 
 class Forward(NamedTuple):
@@ -76,15 +77,19 @@ class OrderEntry:
     # ------------------------------------------------------------------ messages
 
     def _new(self, m: FixMessage, now: int) -> Forward | Reply:
-        symbol = _s(m.get(55))
-        ord_type = int(m.get(40))
-        qty = _whole(m.get(38))
+        get = m.get
+        raw = get(55)
+        symbol = raw.decode("utf-8", "replace") if raw is not None else ""
+        ord_type = int(get(40))
+        raw = get(38)
+        # _whole(raw), its common case first
+        qty = int(raw) if raw is not None and raw.isdigit() and len(raw) <= 15 else _whole(raw)
         if qty is None:
             return self._order_reject(m, now, QTY_TEXT, "13")
-        tif = int(m.get(59) or b"0")
+        tif = int(get(59) or b"0")
         price = 0
-        if ord_type == OrdType.LIMIT:
-            raw = m.get(44)
+        if ord_type == _LIMIT:
+            raw = get(44)
             if raw is None:
                 return self._order_reject(m, now, "a limit order needs Price (44)", "99")
             price = self.px.parse(raw)
@@ -95,8 +100,13 @@ class OrderEntry:
         problem = self._limits(symbol, ord_type, price, qty)
         if problem:
             return self._order_reject(m, now, problem, "99")
-        return Forward(NewOrder(self.cfg.comp_id, self.cfg.firm, _s(m.get(1)), _s(m.get(11)),
-                                symbol, int(m.get(54)), ord_type, tif, price, qty))
+        cfg = self.cfg
+        account, cl_ord_id = get(1), get(11)
+        return Forward(NewOrder(
+            cfg.comp_id, cfg.firm,
+            account.decode("utf-8", "replace") if account is not None else "",
+            cl_ord_id.decode("utf-8", "replace") if cl_ord_id is not None else "",
+            symbol, int(get(54)), ord_type, tif, price, qty))
 
     def _cancel(self, m: FixMessage, now: int) -> Forward | Reply:
         return Forward(CancelOrder(self.cfg.comp_id, self.cfg.firm, _s(m.get(11)),
@@ -146,11 +156,12 @@ class OrderEntry:
         ref = self.ref.get(symbol)
         if ref is None:
             return ""                       # the engine rejects the unknown symbol
-        notional = (price if ord_type == OrdType.LIMIT else ref) * qty
+        limit = ord_type == _LIMIT
+        notional = (price if limit else ref) * qty
         if notional > cfg.max_notional:
             return (f"order notional {self.px.format(notional)} exceeds the session maximum "
                     f"{self.px.format(cfg.max_notional)}")
-        if ord_type == OrdType.LIMIT and abs(price - ref) * 10_000 > ref * cfg.price_collar_bps:
+        if limit and abs(price - ref) * 10_000 > ref * cfg.price_collar_bps:
             return (f"price {self.px.format(price)} is outside the {cfg.price_collar_bps / 100:g}% "
                     f"collar around the reference price {self.px.format(ref)}")
         return ""

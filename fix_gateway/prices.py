@@ -3,19 +3,39 @@
 Contract: ``PriceFormat(decimals)`` parses a FIX Price/Qty-style decimal (``b"280.15"``) into an
 integer number of ``10**-decimals`` units, refusing (``None``) anything that is not exactly
 representable; ``format`` writes units back as the shortest exact decimal text. No floats.
+Both remember recent answers (bounded memos: prices repeat, and a dict hit is far cheaper than
+the conversion); the memos never change an answer.
 """
 from __future__ import annotations
 
+_MEMO_MAX = 4096
+
 
 class PriceFormat:
-    __slots__ = ("decimals", "scale")
+    __slots__ = ("decimals", "scale", "_parsed", "_formatted")
 
     def __init__(self, decimals: int) -> None:
         self.decimals = decimals
         self.scale = 10 ** decimals
+        self._parsed: dict[bytes, int | None] = {}
+        self._formatted: dict[int, str] = {}
 
     def parse(self, text: bytes) -> int | None:
         """Units for ``text``, or None if it is not a non-negative exact decimal at this scale."""
+        memo = self._parsed
+        try:
+            return memo[text]
+        except KeyError:
+            pass
+        except TypeError:                   # unhashable (bytearray): no memo
+            return self._parse(text)
+        units = self._parse(text)
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[text] = units
+        return units
+
+    def _parse(self, text: bytes) -> int | None:
         whole, dot, frac = text.partition(b".")
         if not whole and not frac:
             return None
@@ -32,6 +52,16 @@ class PriceFormat:
         return units
 
     def format(self, units: int) -> str:
+        memo = self._formatted
+        text = memo.get(units)
+        if text is None:
+            text = self._format(units)
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[units] = text
+        return text
+
+    def _format(self, units: int) -> str:
         q, r = divmod(units, self.scale)
         if not r:
             return str(q)

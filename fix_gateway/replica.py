@@ -143,7 +143,9 @@ class Replica:
         self.instruments = {i.symbol: i for i in refdata.instruments}
         self.next_seq = 1
         self.orders: dict[int, OrderView] = {}
-        self.by_clid: dict[tuple[str, str], int] = {}
+        # session -> client order id -> order id (nested: no key tuple to make and collect
+        # per order)
+        self.by_clid: dict[str, dict[str, int]] = {}
         self.open_by_session: dict[str, dict[int, OrderView]] = {}
         self.open_by_firm: dict[str, dict[int, OrderView]] = {}
         # books[symbol][side] = {price: (qty, orders)}
@@ -171,11 +173,24 @@ class Replica:
 
     def _accepted(self, ev: OrderAccepted) -> list:
         o = OrderView(ev)
-        self.orders[ev.order_id] = o
-        self.by_clid[(ev.session, ev.cl_ord_id)] = ev.order_id
-        self.open_by_session.setdefault(ev.session, {})[ev.order_id] = o
-        self.open_by_firm.setdefault(ev.firm, {})[ev.order_id] = o
-        return [_report(o, f"{ev.seq}", NEW, ev.ts)]
+        oid = ev.order_id
+        self.orders[oid] = o
+        clids = self.by_clid.get(ev.session)
+        if clids is None:
+            clids = self.by_clid[ev.session] = {}
+        clids[ev.cl_ord_id] = oid
+        by_session = self.open_by_session.get(ev.session)
+        if by_session is None:
+            by_session = self.open_by_session[ev.session] = {}
+        by_session[oid] = o
+        by_firm = self.open_by_firm.get(ev.firm)
+        if by_firm is None:
+            by_firm = self.open_by_firm[ev.firm] = {}
+        by_firm[oid] = o
+        # _report(o, seq, NEW, ts) of the order just built, spelled out
+        return [ExecReport(str(ev.seq), NEW, NEW, ev.session, ev.firm, ev.account, oid,
+                           ev.cl_ord_id, "", ev.instrument, ev.side, ev.ord_type, ev.tif,
+                           ev.price, ev.qty, 0, ev.qty, 0, 0, 0, 0, 0, "", ev.ts)]
 
     def _rejected(self, ev: OrderRejected) -> list:
         return [ExecReport(f"{ev.seq}", REJECTED, REJECTED, ev.session, ev.firm, "", 0,
@@ -210,7 +225,7 @@ class Replica:
         if ev.reason == CancelReason.REQUESTED and ev.cl_ord_id:
             o.session = ev.session              # the requesting session gets the report
             o.orig_cl_ord_id, o.cl_ord_id = o.cl_ord_id, ev.cl_ord_id
-            self.by_clid[(o.session, ev.cl_ord_id)] = o.order_id
+            self.by_clid.setdefault(o.session, {})[ev.cl_ord_id] = o.order_id
             return [_report(o, f"{ev.seq}", o.status, ev.ts, orig=o.orig_cl_ord_id)]
         return [_report(o, f"{ev.seq}", o.status, ev.ts, text=CANCEL_TEXT.get(ev.reason, ""))]
 
@@ -227,14 +242,14 @@ class Replica:
         o.price = ev.price
         o.qty = ev.qty
         o.leaves = ev.leaves
-        self.by_clid[(ev.session, ev.cl_ord_id)] = o.order_id
+        self.by_clid.setdefault(ev.session, {})[ev.cl_ord_id] = o.order_id
         return [_report(o, f"{ev.seq}", REPLACED, ev.ts, orig=ev.orig_cl_ord_id)]
 
     def _cancel_rejected(self, ev: CancelRejected) -> list:
         o = self.orders.get(ev.order_id) if ev.order_id else None
         if o is None and ev.reason == RejectReason.UNKNOWN_ORDER and ev.orig_cl_ord_id:
             # the engine knows only live orders: a done order of this session is "too late"
-            oid = self.by_clid.get((ev.session, ev.orig_cl_ord_id))
+            oid = self.by_clid.get(ev.session, {}).get(ev.orig_cl_ord_id)
             o = self.orders.get(oid) if oid else None
         status = o.status if o is not None else REJECTED
         firm = o.firm if o is not None else ""
@@ -278,7 +293,7 @@ class Replica:
     def find(self, session: str, cl_ord_id: str = "", order_id: int = 0) -> Optional[OrderView]:
         if order_id:
             return self.orders.get(order_id)
-        oid = self.by_clid.get((session, cl_ord_id))
+        oid = self.by_clid.get(session, {}).get(cl_ord_id)
         return self.orders.get(oid) if oid else None
 
     def open_orders(self, session: str = "", instrument: str = "", firm: str = ""

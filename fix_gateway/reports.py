@@ -37,6 +37,7 @@ ORD_REJ_REASON = {
     RR.FIRM_HALTED: "0",             # broker / exchange option
 }
 OTHER = "99"
+_MARKET = int(OrdType.MARKET)
 
 #: engine RejectReason -> CxlRejReason (102)
 CXL_REJ_REASON = {
@@ -65,29 +66,37 @@ class ReportWriter:
     def execution_report(self, r: ExecReport, exec_type: str | None = None) -> list:
         px = self.px
         f = [(37, str(r.order_id) if r.order_id else "NONE"), (11, r.cl_ord_id or "NONE")]
+        add = f.append
         if r.orig_cl_ord_id:
-            f.append((41, r.orig_cl_ord_id))
-        f += [(17, r.exec_id), (150, exec_type or r.exec_type), (39, r.ord_status)]
+            add((41, r.orig_cl_ord_id))
+        add((17, r.exec_id))
+        add((150, exec_type or r.exec_type))
+        add((39, r.ord_status))
         if r.account:
-            f.append((1, r.account))
-        f += [(55, r.instrument), (54, str(r.side))]
-        if r.ord_type:
-            f.append((40, str(r.ord_type)))
-            f.append((59, str(r.tif)))
-        if r.price and r.ord_type != OrdType.MARKET:
-            f.append((44, px.format(r.price)))
-        f.append((38, str(r.qty)))
+            add((1, r.account))
+        add((55, r.instrument))
+        add((54, str(r.side)))
+        ord_type = r.ord_type
+        if ord_type:
+            add((40, str(ord_type)))
+            add((59, str(r.tif)))
+        if r.price and ord_type != _MARKET:
+            add((44, px.format(r.price)))
+        add((38, str(r.qty)))
         if r.last_qty:
-            f += [(32, str(r.last_qty)), (31, px.format(r.last_px))]
-        f += [(151, str(r.leaves)), (14, str(r.cum_qty)),
-              (6, px.format_ratio(r.filled_notional, r.cum_qty))]
+            add((32, str(r.last_qty)))
+            add((31, px.format(r.last_px)))
+        cum_qty = r.cum_qty
+        add((151, str(r.leaves)))
+        add((14, str(cum_qty)))
+        add((6, px.format_ratio(r.filled_notional, cum_qty) if cum_qty else "0"))
         if r.trade_id:
-            f.append((880, str(r.trade_id)))
+            add((880, str(r.trade_id)))
         if r.exec_type == "8":
-            f.append((103, ORD_REJ_REASON.get(r.reject_reason, OTHER)))
+            add((103, ORD_REJ_REASON.get(r.reject_reason, OTHER)))
         if r.text:
-            f.append((58, r.text))
-        f.append((60, format_utc_timestamp(r.ts)))
+            add((58, r.text))
+        add((60, format_utc_timestamp(r.ts)))
         return f
 
     @staticmethod

@@ -60,6 +60,9 @@ Behaviour follows FIX 4.4 Volume 2 and the FIX session-level test cases (see
   Logon timeout; Logout reply timeout; a ResendRequest that makes no progress for
   ``resend_request_timeout_s`` is sent again.
 
+The per-message header checks run compiled (``fix_gateway._fixfast.check_header``) when the
+message is a compiled ``FixMessage``; ``_check_header_py`` is their reference.
+
 State is persisted through the ``MessageStore`` before the corresponding action is returned:
 an outbound message is stored (or the sender seq advanced) before its ``Send``, and the
 inbound seq advances when a message is consumed, i.e. before its ``Deliver`` is handed over.
@@ -71,6 +74,7 @@ from typing import Callable, Iterable, Literal, Optional, Union
 
 import msgspec
 
+from . import codec as _codec
 from .codec import (
     MAX_MESSAGE_SIZE,
     FixMessage,
@@ -104,6 +108,56 @@ _HOP_TAGS = frozenset({628, 629, 630})
 _FRAME_TAGS = frozenset({8, 9, 35, 10})
 #: Fields not copied from a stored message when it is resent (the header is rebuilt).
 _RESEND_SKIP = frozenset({8, 9, 10, 35, 49, 56, 34, 52, 43, 122})
+
+
+def _check_header_py(msg: FixMessage) -> Union[None, bool, tuple[int, int]]:
+    """The header checks of every in-sequence message (the reference of the compiled
+    ``check_header``): (SessionRejectReason, tag) of the first problem, else True when
+    PossDupFlag is Y (OrigSendingTime still to check), else None.
+
+    In order: among fields 3 .. n-2 an empty value, a header field after a body field, a
+    repeated header field, a framing tag out of place; then SendingTime missing or malformed,
+    PossDupFlag or PossResend other than Y or N."""
+    fields = msg.fields
+    seen: set[int] = set()
+    in_body = False
+    header_tags = HEADER_TAGS
+    for i in range(3, len(fields) - 1):
+        tag, value = fields[i]
+        if not value:
+            return SessionRejectReason.TAG_SPECIFIED_WITHOUT_VALUE, tag
+        if tag in header_tags:
+            if in_body:
+                return SessionRejectReason.TAG_OUT_OF_ORDER, tag
+            if tag in seen and tag not in _HOP_TAGS:
+                return SessionRejectReason.TAG_APPEARS_MORE_THAN_ONCE, tag
+            seen.add(tag)
+        elif tag in _FRAME_TAGS:
+            return SessionRejectReason.TAG_OUT_OF_ORDER, tag
+        else:
+            in_body = True
+    get = msg.get
+    sending = get(52)
+    if sending is None:
+        return SessionRejectReason.REQUIRED_TAG_MISSING, 52
+    if _ts(sending) is None:
+        return SessionRejectReason.INCORRECT_DATA_FORMAT, 52
+    poss_dup = get(43)
+    if poss_dup is not None and poss_dup != b"Y" and poss_dup != b"N":
+        return SessionRejectReason.INCORRECT_DATA_FORMAT, 43
+    v = get(97)
+    if v is not None and v != b"Y" and v != b"N":
+        return SessionRejectReason.INCORRECT_DATA_FORMAT, 97
+    return True if poss_dup == b"Y" else None
+
+
+# The same checks, compiled (NotImplemented for messages they do not handle).
+if _codec._fast is not None:
+    _codec._fast.set_header_tags(HEADER_TAGS, _HOP_TAGS)
+    _check_header = _codec._fast.check_header
+else:
+    def _check_header(msg):
+        return NotImplemented
 
 DISCONNECTED = "disconnected"
 AWAITING_LOGON = "awaiting_logon"
@@ -328,12 +382,15 @@ class Session:
         frames, garbled = self._reader.feed(data)
         for g in garbled:
             out.append(SessionEvent("garbled", f"{g.reason} ({g.size} bytes): {g.data[:80]!r}"))
-        for msg in frames:
-            if self._state == DISCONNECTED:
-                break
+        if frames:
+            # (nothing below changes these two, and a disconnect sets the same values)
             self._last_recv = now_ns
             self._test_req_at = None
-            self._on_message(msg, now_ns, out)
+            on_message = self._on_message
+            for msg in frames:
+                if self._state == DISCONNECTED:
+                    break
+                on_message(msg, now_ns, out)
         return out
 
     def on_timer(self, now_ns: int) -> list[Action]:
@@ -533,6 +590,21 @@ class Session:
     def _on_message(self, msg: FixMessage, now: int, out: list) -> None:
         st = self._state
         mt = msg.msg_type
+        if st == ACTIVE and not self._fatal:
+            # the common case first: an in-sequence message of a logged-on session
+            get = msg.get
+            raw_seq = get(34)
+            if (get(8) == self._begin_b and raw_seq is not None and raw_seq.isdigit()
+                    and len(raw_seq) <= 18 and mt != "4" and mt != "A"
+                    and get(49) == self._target_b and get(56) == self._sender_b):
+                seq = int(raw_seq)
+                if seq >= 1 and seq == self.store.next_target_seq:
+                    sent_ns = _ts(get(52))
+                    if sent_ns is None or abs(sent_ns - now) <= self._tolerance_ns:
+                        self._process(msg, seq, now, out, mt)
+                        if self._queue or self._gap_until:
+                            self._drain(now, out)
+                        return
         if st == AWAITING_LOGON or st == LOGON_SENT:
             if mt != "A":
                 out.append(SessionEvent("error", f"first message not a logon (MsgType {mt})"))
@@ -671,41 +743,24 @@ class Session:
 
     def _check_common(self, msg: FixMessage, mt: str) -> Optional[Reject]:
         """Header-level checks every in-sequence message must pass."""
-        fields = msg.fields
-        seen: set[int] = set()
-        in_body = False
-        header_tags = HEADER_TAGS
-        for i in range(3, len(fields) - 1):
-            tag, value = fields[i]
-            if not value:
-                return Reject(R.TAG_SPECIFIED_WITHOUT_VALUE, tag)
-            if tag in header_tags:
-                if in_body:
-                    return Reject(R.TAG_OUT_OF_ORDER, tag)
-                if tag in seen and tag not in _HOP_TAGS:
-                    return Reject(R.TAG_APPEARS_MORE_THAN_ONCE, tag)
-                seen.add(tag)
-            elif tag in _FRAME_TAGS:
-                return Reject(R.TAG_OUT_OF_ORDER, tag)
-            else:
-                in_body = True
-        sending = msg.get(52)
-        if sending is None:
-            return Reject(R.REQUIRED_TAG_MISSING, 52)
-        if _ts(sending) is None:
-            return Reject(R.INCORRECT_DATA_FORMAT, 52)
-        for flag in (43, 97):
-            v = msg.get(flag)
-            if v is not None and v != b"Y" and v != b"N":
-                return Reject(R.INCORRECT_DATA_FORMAT, flag)
-        if msg.get(43) == b"Y":
+        problem = _check_header(msg)
+        if problem is None:
+            return None
+        if problem is NotImplemented:
+            problem = _check_header_py(msg)
+            if problem is None:
+                return None
+        if problem is True:
             return self._check_poss_dup(msg, mt)
-        return None
+        return Reject(*problem)
 
-    def _process(self, msg: FixMessage, seq: int, now: int, out: list) -> None:
+    def _process(self, msg: FixMessage, seq: int, now: int, out: list,
+                 mt: Optional[str] = None) -> None:
         """Handle a message whose MsgSeqNum is the expected one."""
-        mt = msg.msg_type
-        rej = self._check_common(msg, mt)
+        if mt is None:
+            mt = msg.msg_type
+        # _check_common, its common case (the compiled check passes) first
+        rej = None if _check_header(msg) is None else self._check_common(msg, mt)
         if rej is not None:
             self._reject(out, msg, seq, rej, now)
             if mt != "4":

@@ -27,6 +27,8 @@ On-disk format (directory per session; integers unsigned little-endian)
     +4   4   CRC-32 (zlib.crc32) of the 4 length bytes followed by the N payload bytes
     +8   N   payload: seq (u64) + the message bytes exactly as sent
 
+Records are built by the compiled ``fix_gateway._fixfast.store_record`` when it is available
+(``_record_py`` is the reference; the tests check both write the same bytes).
 The valid log is the longest prefix of valid records; a torn or corrupt tail (crash
 mid-write) is cut off on open. The seq -> offset index lives in memory and is rebuilt by
 scanning the log on open (one sequential read).
@@ -54,6 +56,8 @@ from abc import ABC, abstractmethod
 from array import array
 from typing import Iterator, Optional
 
+from fix_gateway import codec as _codec
+
 try:  # POSIX only
     import fcntl
 except ImportError:  # pragma: no cover
@@ -70,6 +74,7 @@ ARCHIVE_DIR = "archive"
 MAX_PAYLOAD = 16 * 1024 * 1024
 _REC = struct.Struct("<II")
 _SEQ = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 _SLOT = struct.Struct("<QQQQ")
 _SLOT_SIZE = 64
 _SCAN_CHUNK = 1 << 20
@@ -130,6 +135,19 @@ class MessageStore(ABC):
 
     def flush(self) -> None:
         """Write what ``save_sent`` buffered (group commit); a no-op for unbuffered stores."""
+
+
+def _record_py(seq: int, data: bytes, max_payload: int) -> Optional[bytes]:
+    """The log record of one message (the reference of the compiled ``store_record``): length,
+    CRC-32, seq and the message bytes; None when the payload would exceed ``max_payload``."""
+    payload = _SEQ.pack(seq) + bytes(data)
+    if len(payload) > max_payload:
+        return None
+    head = _U32.pack(len(payload))
+    return head + _U32.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+_record = _codec._fast.store_record if _codec._fast is not None else _record_py
 
 
 def _check_seq(seq: int) -> None:
@@ -363,22 +381,30 @@ class FileStore(MessageStore):
         self._write_slot(self._sender, self._target, self._created)
 
     def save_sent(self, seq: int, data: bytes) -> None:
-        _check_seq(seq)
-        payload = _SEQ.pack(seq) + bytes(data)
-        n = len(payload)
-        if n > MAX_PAYLOAD:
+        if type(seq) is not int or seq < 1:
+            _check_seq(seq)
+        rec = _record(seq, data, MAX_PAYLOAD)
+        if rec is NotImplemented:
+            rec = _record_py(seq, data, MAX_PAYLOAD)
+        if rec is None:
             raise ValueError(f"message of {len(data)} bytes is too large to store")
-        head = struct.pack("<I", n)
-        rec = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+        n = len(rec) - 8
+        end = self._end
         if self.group_commit:
             if not self._pending:
-                self._pending_at = self._end
+                self._pending_at = end
             self._pending.append(rec)
         else:
-            self._write_log(rec, self._end)
-        rewind = bool(self._seqs) and seq <= self._seqs[-1]
-        self._index_add(seq, self._end, n)
-        self._end += len(rec)
+            self._write_log(rec, end)
+        seqs = self._seqs
+        rewind = bool(seqs) and seq <= seqs[-1]
+        if rewind:
+            self._index_add(seq, end, n)
+        else:                                   # _index_add's common case
+            seqs.append(seq)
+            self._offs.append(end)
+            self._lens.append(n)
+        self._end = end + len(rec)
         if seq + 1 > self._sender:
             self._sender = seq + 1
         if rewind:  # the log alone no longer implies next_sender_seq: persist it

@@ -38,7 +38,8 @@ class Throttle:
             self.refused_now = False
 
     def allow(self, now_ns: int) -> bool:
-        self._roll(now_ns)
+        if now_ns // _S != self.window:
+            self._roll(now_ns)
         if self.last_ns is not None:
             self.tokens = min(self.rate * _S, self.tokens + (now_ns - self.last_ns) * self.rate)
         self.last_ns = now_ns

@@ -32,18 +32,26 @@ Contract:
   so with several problems in one phase the one reported may differ; fields inside repeating
   groups are checked like any other (QuickFIX 1.16 checks only their structure and count).
 - Header and trailer fields are allowed in every message. A message without repeating groups
-  takes a precomputed fast path (a few microseconds); anything unusual falls back to the full
-  ordered check, which is the reference and alone builds every ``Reject``.
+  takes a precomputed fast path; anything unusual falls back to the full ordered check, which
+  is the reference and alone builds every ``Reject``. The fast path only ever answers "valid":
+  for a parsed ``FixMessage`` it runs compiled (``fix_gateway._fixfast.MsgTable``, tables made
+  here from the dictionary), for anything else in Python (``_fast_ok``); both accept exactly
+  the same messages (the tests compare them).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
+from fix_gateway import codec as _codec
 from fix_gateway.dictionary import (
     FORMAT_CHECKS, MULTI_VALUE_TYPES, Dictionary, FieldDef, FieldRef, GroupDef, Member,
 )
 from fix_gateway.errors import BusinessRejectReason as BR, Reject, SessionRejectReason as SR
+
+_fast = _codec._fast
+#: The compiled message type: only its instances take the compiled fast path.
+_CMessage = _fast.FixMessage if _fast is not None else None
 
 __all__ = ["Validator", "ConditionalRule", "DEFAULT_RULES", "Reject"]
 
@@ -103,14 +111,40 @@ class _Scope:
                        for m in members if isinstance(m, GroupDef)}
 
 
+#: FIX type -> the compiled check equal to its FORMAT_CHECKS predicate (others: K_CALL, which
+#: calls the predicate itself).
+_C_KINDS = {} if _fast is None else {
+    "INT": _fast.K_INT, "LENGTH": _fast.K_DIGITS, "SEQNUM": _fast.K_DIGITS,
+    "NUMINGROUP": _fast.K_DIGITS, "TAGNUM": _fast.K_DIGITS,
+    "FLOAT": _fast.K_DECIMAL, "QTY": _fast.K_DECIMAL, "PRICE": _fast.K_DECIMAL,
+    "PRICEOFFSET": _fast.K_DECIMAL, "AMT": _fast.K_DECIMAL, "PERCENTAGE": _fast.K_DECIMAL,
+    "CHAR": _fast.K_CHAR, "BOOLEAN": _fast.K_BOOLEAN, "UTCTIMESTAMP": _fast.K_UTCTIMESTAMP,
+}
+
+
+def _c_check(f: FieldDef) -> tuple[int, object]:
+    """(kind, payload) of the compiled check of ``f``, the same predicate as ``_fast_check``."""
+    assert _fast is not None
+    if f.values:
+        enums = tuple(dict.fromkeys(v.encode("latin-1") for v, _ in f.values))
+        payload = enums if len(enums) <= 8 else frozenset(enums)
+        return (_fast.K_MULTIENUM if f.type in MULTI_VALUE_TYPES else _fast.K_ENUM), payload
+    fmt = FORMAT_CHECKS[f.type]
+    if fmt is None:
+        return _fast.K_ANY, None
+    kind = _C_KINDS.get(f.type)
+    return (kind, None) if kind is not None else (_fast.K_CALL, fmt)
+
+
 class _Msg:
     """Precomputed tables of one message type."""
 
     __slots__ = ("msg_type", "name", "scope", "section", "required", "flat", "rules",
-                 "group_only", "id_tag")
+                 "group_only", "id_tag", "ctable")
 
     def __init__(self, d: Dictionary, msg_type: str, name: str, body: tuple[Member, ...],
-                 checks: dict, rules: tuple[ConditionalRule, ...]) -> None:
+                 checks: dict, rules: tuple[ConditionalRule, ...],
+                 cchecks: Optional[dict] = None) -> None:
         members = d.header + body + d.trailer
         self.msg_type, self.name = msg_type, name
         self.scope = _Scope(name, members)
@@ -124,6 +158,11 @@ class _Msg:
         self.rules = tuple((r.if_tag, frozenset(v.encode() for v in r.if_values), r.then_tag)
                            for r in rules)
         self.id_tag = _ID_TAGS.get(msg_type, 0)
+        # the same fast path, compiled: entries (tag, section, kind, payload)
+        self.ctable = None if cchecks is None else _fast.MsgTable(
+            [(t, sec, *cchecks[t]) for t, (sec, _chk) in self.flat.items()],
+            tuple(self.required),
+            [(i, tuple(v), t) for i, v, t in self.rules])
         self.group_only: dict[int, str] = {}    # tag found only inside a group -> group name
         todo = list(self.scope.groups.values())
         while todo:
@@ -149,6 +188,8 @@ class Validator:
         self._fields = dictionary.fields
         self._fix_types = dictionary.fix_msg_types
         checks = {n: self._fast_check(f) for n, f in dictionary.fields.items()}
+        cchecks = (None if _fast is None
+                   else {n: _c_check(f) for n, f in dictionary.fields.items()})
         by_type: dict[str, list[ConditionalRule]] = {}
         for r in rules:
             m = dictionary.messages.get(r.msg_type)
@@ -159,7 +200,7 @@ class Validator:
                     raise ValueError(f"{r}: tag {t} is not a field of {m.name}")
             by_type.setdefault(r.msg_type, []).append(r)
         self._msgs = {mt: _Msg(dictionary, mt, m.name, m.members, checks,
-                               tuple(by_type.get(mt, ())))
+                               tuple(by_type.get(mt, ())), cchecks)
                       for mt, m in dictionary.messages.items()}
 
     @staticmethod
@@ -176,29 +217,13 @@ class Validator:
     def validate(self, msg: FixMessageLike) -> Optional[Reject]:
         """The first problem of ``msg`` as a ``Reject``, or None when it is valid."""
         spec = self._msgs.get(msg.msg_type)
-        fields = msg.fields
-        if (spec is not None and len(fields) > 3 and fields[0][0] == 8 and fields[1][0] == 9
-                and fields[2][0] == 35 and fields[-1][0] == 10):
-            flat_get = spec.flat.get
-            seen: set[int] = set()
-            add = seen.add
-            prev = _HEADER
-            for tag, val in fields:
-                ent = flat_get(tag)
-                if ent is None or not val:
-                    break
-                sec, chk = ent
-                if sec < prev or (chk is not None and not chk(val)):
-                    break
-                prev = sec
-                add(tag)
-            else:
-                if len(seen) == len(fields) and spec.required <= seen:
-                    for if_tag, values, then_tag in spec.rules:
-                        if then_tag not in seen and msg.get(if_tag) in values:
-                            break
-                    else:
-                        return None
+        if spec is not None:
+            ctable = spec.ctable
+            if ctable is not None and type(msg) is _CMessage:
+                if ctable.check(msg):
+                    return None
+            elif self._fast_ok(spec, msg):
+                return None
         try:
             return self._full(msg, spec)
         except Exception as e:    # a bug, never the message's fault: still answer
@@ -206,6 +231,35 @@ class Validator:
                           text=f"message could not be validated ({type(e).__name__})")
 
     __call__ = validate        # the session layer's ``Validator`` is a plain callable
+
+    @staticmethod
+    def _fast_ok(spec: _Msg, msg: FixMessageLike) -> bool:
+        """The fast path in Python: True when ``msg`` certainly passes every check (no
+        repeating group, every field known and well formed, in section order, no repeated
+        tag, required fields present, no conditional rule triggered)."""
+        fields = msg.fields
+        if not (len(fields) > 3 and fields[0][0] == 8 and fields[1][0] == 9
+                and fields[2][0] == 35 and fields[-1][0] == 10):
+            return False
+        flat_get = spec.flat.get
+        seen: set[int] = set()
+        add = seen.add
+        prev = _HEADER
+        for tag, val in fields:
+            ent = flat_get(tag)
+            if ent is None or not val:
+                return False
+            sec, chk = ent
+            if sec < prev or (chk is not None and not chk(val)):
+                return False
+            prev = sec
+            add(tag)
+        if len(seen) != len(fields) or not spec.required <= seen:
+            return False
+        for if_tag, values, then_tag in spec.rules:
+            if then_tag not in seen and msg.get(if_tag) in values:
+                return False
+        return True
 
     def validate_full(self, msg: FixMessageLike) -> Optional[Reject]:
         """Same answer as ``validate`` without the fast path: the reference (slower)."""
