@@ -495,9 +495,7 @@ class Gateway:
                     self._send(slot, "8", fields, now)
             for dc in copies:
                 if _fresh(dc, seq, r.exec_id):
-                    copy = fields[:2] + [(453, 1), (448, r.session), (447, "D"), (452, 55)] \
-                        + fields[2:] + [(797, "Y"), tag]
-                    self._send(dc, "8", copy, now)
+                    self._send(dc, "8", _drop_copy(fields, r.session) + [tag], now)
         elif slot is None or not _fresh(slot, seq, None):
             return
         elif type(r) is CancelRejectReport:
@@ -548,8 +546,7 @@ class Gateway:
         t = msg.msg_type
         if t in ORDER_TYPES:
             if t != "F" and not slot.throttle.allow(now):
-                reply = slot.entry.throttled(msg, now)
-                self._send(slot, reply.msg_type, reply.fields, now)
+                self._reply(slot, slot.entry.throttled(msg, now), now)
                 if slot.throttle.abusive(now):
                     log.warning("session %s: over its throttle for %d s: logging out",
                                 slot.cfg.comp_id, slot.cfg.throttle_disconnect_s)
@@ -558,12 +555,11 @@ class Gateway:
             result = slot.entry.handle(msg, now)
             if type(result) is Forward:
                 if not self.engine_up.is_set():
-                    reply = slot.entry.unavailable(msg, now)
-                    self._send(slot, reply.msg_type, reply.fields, now)
+                    self._reply(slot, slot.entry.unavailable(msg, now), now)
                     return
                 self._submit(result.cmd, slot, msg)
             else:
-                self._send(slot, result.msg_type, result.fields, now)
+                self._reply(slot, result, now)
         elif t in ORDER_STATE_TYPES and self.link is not None:
             # Read-your-writes across gateways: answer once this replica has applied every
             # event the engine had released when the request arrived (the engine answers the
@@ -573,6 +569,14 @@ class Gateway:
             self.link.ping(self._barrier_token)
         else:
             self._answer_info(slot, msg, now)
+
+    def _reply(self, slot: _Slot, reply, now: int) -> None:
+        """The gateway's own answer to an order message; an ExecutionReport (a reject at the
+        door) also goes to the firm's drop copies, as the engine's reports do."""
+        self._send(slot, reply.msg_type, reply.fields, now)
+        if reply.msg_type == "8" and not slot.cfg.drop_copy:
+            for dc in self.drop_copies.get(slot.cfg.firm, ()):
+                self._send(dc, "8", _drop_copy(reply.fields, slot.cfg.comp_id), now)
 
     def _answer_info(self, slot: _Slot, msg: FixMessage, now: int) -> None:
         for msg_type, fields in self.info.handle(slot.cfg.comp_id, msg, now, slot.cfg.firm):
@@ -731,6 +735,13 @@ class _FixConnection(asyncio.Protocol):
         self.closed = True
         if self.slot is not None:
             self.gw.detach(self.slot, self)
+
+
+def _drop_copy(fields: list, session: str) -> list:
+    """An ExecutionReport's fields as a drop copy: the order's session as the entering party
+    (PartyRole 55, session ID) after OrderID and ClOrdID, and CopyMsgIndicator Y."""
+    return fields[:2] + [(453, 1), (448, session), (447, "D"), (452, 55)] + fields[2:] \
+        + [(797, "Y")]
 
 
 def _fresh(slot: _Slot, seq: int, exec_id: str | None) -> bool:

@@ -6,7 +6,8 @@ Contract (pure; ``now_ns`` is an argument):
   OrderMassCancelRequest q) and returns either ``Forward(cmd)`` (a command for the engine) or
   ``Reply(msg_type, fields)`` (an immediate answer: an ExecutionReport reject, an
   OrderCancelReject or a mass cancel reject), never both, never nothing.
-- Checks made here, before the engine sees anything: drop-copy sessions are read-only; prices
+- Checks made here, before the engine sees anything: drop-copy sessions are read-only (an order
+  message there gets a BusinessMessageReject with BusinessRejectReason 6); prices
   must be exact decimals at the market's scale; a limit order needs a price; per-session
   maximum order quantity, maximum notional (limit price, or the reference price for a market
   order, times quantity) and the price collar around the reference price. Everything else
@@ -63,8 +64,15 @@ class OrderEntry:
     def handle(self, msg: FixMessage, now_ns: int) -> Forward | Reply:
         handler = self._handlers[msg.msg_type]
         if self.cfg.drop_copy:
-            return self._refuse(msg, now_ns, "drop-copy sessions are read-only")
+            return self._not_authorized(msg, "drop-copy sessions are read-only")
         return handler(msg, now_ns)
+
+    def _not_authorized(self, m: FixMessage, text: str) -> Reply:
+        """BusinessMessageReject, BusinessRejectReason 6 (not authorized)."""
+        f: list = [(45, _s(m.get(34))), (372, m.msg_type)]
+        if m.get(11) is not None:
+            f.append((379, _s(m.get(11))))
+        return Reply("j", f + [(380, "6"), (58, text)])
 
     def unavailable(self, msg: FixMessage, now_ns: int) -> Reply:
         return self._refuse(msg, now_ns, "exchange unavailable: the gateway has no link to the "

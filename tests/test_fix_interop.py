@@ -206,13 +206,21 @@ def test_quickfix_trading_session(tmp_path, start_stack, clients):
            for c in (b1, b3)}
     all_ids = [m[17] for ms in ers.values() for m in ms]
     assert len(all_ids) == len(set(all_ids)), all_ids
-    engine_made = [m for m in ers["BROKER1"] if not m[17].startswith("G")]
+    # (the gateway's own rejects at the door, ExecIDs G..., are copied too)
+    assert any(m[17].startswith("G") for m in ers["BROKER1"])
     copies = []
-    for _ in range(len(engine_made)):
+    for _ in range(len(ers["BROKER1"])):
         copies.append(dc.expect(lambda m: m.msg_type == "8", what="drop copy"))
-    assert sorted(m[17] for m in copies) == sorted(m[17] for m in engine_made)
+    assert sorted(m[17] for m in copies) == sorted(m[17] for m in ers["BROKER1"])
     assert all(m[797] == "Y" and "BROKER1" in m.get_all(448) for m in copies)
+
     no_session_rejects(b1, b3, dc)
+
+    # --- the drop copy is read-only: an order there is refused as not authorized
+    dc.send("D", new_order("DC-1", 1, 10, "279.00", account="A1"))
+    j = dc.expect(lambda m: m.msg_type == "j", what="BusinessMessageReject")
+    assert j[380] == "6" and j[372] == "D" and j[379] == "DC-1" and "read-only" in j[58]
+    assert dc.rejects_sent() == []      # QuickFIX found the reject well formed
 
 
 def test_quickfix_cut_reconnect_and_resend(tmp_path, start_stack, clients):

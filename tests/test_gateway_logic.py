@@ -164,7 +164,9 @@ def test_mass_cancel_scope_and_drop_copy_read_only():
     assert mine.cmd.target_session == "BROKER1" and mine.cmd.instrument == "GAZP"
     dc = [s for s in CFG.gateway().sessions if s.drop_copy][0]
     out = OrderEntry(dc, MARKET).handle(d(), 0)
-    assert isinstance(out, Reply) and "read-only" in dict(out.fields)[58]
+    assert isinstance(out, Reply) and out.msg_type == "j"
+    f = dict(out.fields)
+    assert f[380] == "6" and f[372] == "D" and "read-only" in f[58] and 45 in f
 
 
 def test_throttle_refuses_excess_and_detects_abuse():
