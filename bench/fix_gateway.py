@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -373,6 +374,10 @@ async def latency(port: int, sender: str, account: str, rate: float, duration: f
     ts = [0] * n
     c = await logon(port, sender, timestamps=ts, tag=b"L")
     loop = asyncio.get_running_loop()
+    # The client's own collector pauses would count as exchange latency: none while measuring.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     if tick_ms <= 0:
         # A sender thread paces the orders; the loop thread only reads. A short switch
         # interval lets the sender take the GIL when due instead of up to 5 ms later.
@@ -417,6 +422,8 @@ async def latency(port: int, sender: str, account: str, rate: float, duration: f
             await asyncio.wait_for(c.progress.wait(), 1)
         except asyncio.TimeoutError:
             pass
+    gc.enable()
+    gc.unfreeze()
     await logout([c], [n + 2])
     return {"orders": n, "news": c.news, "offered_rate": sent / offered_s,
             "lat": c.latencies, "rejects": c.rejects, "problems": c.others}

@@ -781,8 +781,9 @@ class JournalWriter:
             except OSError as e:
                 self._failed = f"fdatasync error: {e}"
                 raise JournalIOError(f"{self._path}: fdatasync failed: {e}") from e
-            if target > self._synced:
-                self._synced = target
+            with self._fill_lock:       # several sync threads: _synced only grows
+                if target > self._synced:
+                    self._synced = target
         return target
 
     # ---- timers / lifecycle

@@ -50,6 +50,7 @@ log = logging.getLogger("bourse.engine")
 JOURNAL_FILE = "engine.journal"
 ENGINE_NODE = "engine"
 JOURNAL_PREALLOCATE = 8 << 20  # zeros kept written ahead of the journal's data (fsync per batch)
+SYNC_THREADS = 2                # fdatasyncs in flight at once (fsync per batch)
 MAX_UNSYNCED_BATCHES = 256      # batches matched ahead of the disk before matching waits
 JOURNAL_FORMAT = 1
 
@@ -165,7 +166,7 @@ class EngineServer:
                 except RuntimeError:     # the loop is closed: the process is stopping
                     pass
             self.journal.preallocate(JOURNAL_PREALLOCATE)
-            self._syncer = BackgroundSync(self.journal, durable)
+            self._syncer = BackgroundSync(self.journal, durable, threads=SYNC_THREADS)
 
     async def close(self) -> None:
         for s in self._servers:
@@ -227,12 +228,13 @@ class EngineServer:
         self._scheduled = False
         if self.failed is not None or not self._pending:
             return
-        if self._unsynced and (self._pending_cmds < self.ecfg.max_batch_commands
-                               or len(self._unsynced) >= MAX_UNSYNCED_BATCHES):
-            # A sync is in flight, and whatever is sequenced now could not be released before
-            # it ends anyway: let submissions gather and run them as one batch when it ends
+        if len(self._unsynced) >= SYNC_THREADS and (
+                self._pending_cmds < self.ecfg.max_batch_commands
+                or len(self._unsynced) >= MAX_UNSYNCED_BATCHES):
+            # Every sync thread is busy: whatever is sequenced now would wait for one of them
+            # anyway, so let submissions gather and run them as one batch when a sync ends
             # (_durable), unless a full batch is already waiting. Fewer, larger batches cost
-            # less per command at no cost in latency; reading pauses if input keeps growing.
+            # less per command; reading pauses if input keeps growing.
             return
         subs = self._take_batch()
         ts = self.clock()
