@@ -74,7 +74,7 @@ from engine.events import (
     Alert, BookUpdate, CancelRejected, CreditLimitChanged, Event, MassCancelReport,
     OrderAccepted, OrderCancelled, OrderRejected, OrderReplaced, TradingStatus, Trade,
 )
-from engine.idset import UsedIds
+from engine.idset import SHARD_MASK as _SHARD_MASK, UsedIds
 from engine.reasons import REJECT_TEXT, CancelReason, RejectReason
 from engine.refdata import MarketRefData, StpMode
 from engine.risk import FirmRisk
@@ -128,13 +128,17 @@ def _level_tuple(levels: dict, key: int) -> tuple[int, int, int, int]:
     return (lvl.side, lvl.price, lvl.qty, len(lvl.orders))
 
 
+assert _SHARD_MASK == 1023, "the hot path below inlines UsedIds' shard mask"
+
+
 class _Session:
     """cl_ord_id tables of one session: every id ever used, and the current ids of live orders."""
 
-    __slots__ = ("used", "live")
+    __slots__ = ("used", "shards", "live")
 
     def __init__(self) -> None:
         self.used = UsedIds()               # every id ever used (membership only)
+        self.shards = self.used.shards      # the hot path's direct handle on its tables
         self.live: dict[str, Order] = {}    # current cl_ord_id -> open order
 
 
@@ -202,8 +206,10 @@ class Engine:
         except KeyError:
             sess = self._sessions[session] = _Session()
         if clid:
-            if not sess.used.add_new(clid):
+            shard = sess.shards[hash(clid) & 1023]    # UsedIds.add_new inlined (1023: SHARD_MASK)
+            if clid in shard:
                 return self._order_reject(cmd, cs, ts, seq, R_DUP)
+            shard.add(clid)
         sym = cmd.instrument
         book = self._books.get(sym)
         if book is None:
@@ -453,8 +459,10 @@ class Engine:
         except KeyError:
             sess = self._sessions[cmd.session] = _Session()
         if clid:
-            if not sess.used.add_new(clid):
+            shard = sess.shards[hash(clid) & 1023]
+            if clid in shard:
                 return self._cancel_reject(cmd, cs, ts, seq, R_DUP, 0, False)
+            shard.add(clid)
         oid = cmd.order_id
         if oid:
             o = self._orders.get(oid)
@@ -499,8 +507,10 @@ class Engine:
         except KeyError:
             sess = self._sessions[cmd.session] = _Session()
         if clid:
-            if not sess.used.add_new(clid):
+            shard = sess.shards[hash(clid) & 1023]
+            if clid in shard:
                 return self._cancel_reject(cmd, cs, ts, seq, R_DUP, 0, True)
+            shard.add(clid)
         oid = cmd.order_id
         if oid:
             o = self._orders.get(oid)

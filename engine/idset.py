@@ -14,39 +14,34 @@ from __future__ import annotations
 
 from typing import Iterator
 
-__all__ = ["UsedIds"]
+__all__ = ["UsedIds", "SHARD_MASK"]
 
 _SHARDS = 1024
-_MASK = _SHARDS - 1
+_MASK = SHARD_MASK = _SHARDS - 1
 
 
 class UsedIds:
-    __slots__ = ("_shards", "_n")
+    """``shards`` is public for the engine's hot path, which inlines ``add_new``:
+    ``shard = ids.shards[hash(clid) & SHARD_MASK]``, then a membership test and an add."""
+
+    __slots__ = ("shards",)
 
     def __init__(self) -> None:
-        self._shards: list[set[str] | None] = [None] * _SHARDS
-        self._n = 0
+        self.shards: list[set[str]] = [set() for _ in range(_SHARDS)]
 
     def add_new(self, clid: str) -> bool:
-        k = hash(clid) & _MASK
-        shard = self._shards[k]
-        if shard is None:
-            self._shards[k] = {clid}
-        elif clid in shard:
+        shard = self.shards[hash(clid) & _MASK]
+        if clid in shard:
             return False
-        else:
-            shard.add(clid)
-        self._n += 1
+        shard.add(clid)
         return True
 
     def __contains__(self, clid: object) -> bool:
-        shard = self._shards[hash(clid) & _MASK]
-        return shard is not None and clid in shard
+        return clid in self.shards[hash(clid) & _MASK]
 
     def __len__(self) -> int:
-        return self._n
+        return sum(map(len, self.shards))
 
     def __iter__(self) -> Iterator[str]:
-        for shard in self._shards:
-            if shard:
-                yield from shard
+        for shard in self.shards:
+            yield from shard
