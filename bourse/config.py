@@ -102,6 +102,8 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     journal_dir: NonEmpty = "var/engine"
     fsync: Literal["batch", "interval", "never"] = "batch"
     fsync_interval_ms: Positive = 5
+    sync_threads: Annotated[int, msgspec.Meta(ge=0, le=8)] = 0   # fsync = "batch": see docs
+    preallocate_mb: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 8
     max_batch_commands: Positive = 4096
     consumer_buffer_bytes: Positive = 8388608
     heartbeat_ms: Positive = 1000

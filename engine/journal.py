@@ -721,6 +721,7 @@ class JournalWriter:
         buf.clear()
 
     def _sync(self, fd: int, now_ns: int | None) -> None:
+        self._top_up(fd, self._written)
         try:
             _fdatasync(fd)
         except OSError as e:
@@ -755,6 +756,16 @@ class JournalWriter:
                 start += os.pwrite(fd, _ZEROS[:min(_ZERO_CHUNK, target - start)], start)
             self._zero_end = start
 
+    def _top_up(self, fd: int, written: int) -> None:
+        """Keep the preallocated zeros ahead of the data, one small step at a time."""
+        if self._prealloc and self._zero_end - written < self._prealloc - _ZERO_STEP:
+            try:
+                self._extend_zeros(fd, _ZERO_STEP)
+            except OSError as e:
+                self._failed = f"preallocation error: {e}"
+                raise JournalIOError(f"{self._path}: writing preallocated zeros failed: "
+                                     f"{e}") from e
+
     def sync_written(self) -> int:
         """fdatasync everything written so far; return the end of the durable data.
 
@@ -768,13 +779,7 @@ class JournalWriter:
         if fd is None:
             raise JournalError(f"{self._path}: writer is closed")
         target = self._written
-        if self._prealloc and self._zero_end - target < self._prealloc - _ZERO_STEP:
-            try:
-                self._extend_zeros(fd, _ZERO_STEP)
-            except OSError as e:
-                self._failed = f"preallocation error: {e}"
-                raise JournalIOError(f"{self._path}: writing preallocated zeros failed: "
-                                     f"{e}") from e
+        self._top_up(fd, target)
         if target > self._synced:
             try:
                 _fdatasync(fd)

@@ -9,9 +9,9 @@ This module is the thin I/O shell around the pure parts (``engine.core``, ``engi
 - Group commit: submissions that arrive while a batch is being processed form the next batch.
   A batch's record is appended and committed (fsync per policy) before any of its events or acks
   leave the process, so nothing acknowledged can be lost by a crash. With fsync per batch the
-  fdatasync runs in a sync thread (engine.syncer): the loop keeps reading while the disk works,
-  gathers what arrives into the next batch (a full batch is matched at once), and releases
-  each batch, in order, once the thread reports it durable.
+  loop syncs each batch itself, or (``sync_threads`` >= 1) sync threads do (engine.syncer):
+  the loop then keeps reading while the disk works, gathers what arrives into the next batch
+  (a full batch is matched at once) and releases each batch, in order, once it is durable.
 - Consumers get history from the journal and then live events with no gap and no duplicate.
   A consumer whose unsent backlog would exceed ``consumer_buffer_bytes`` is disconnected with a
   reason; the engine never waits for it.
@@ -49,8 +49,6 @@ log = logging.getLogger("bourse.engine")
 
 JOURNAL_FILE = "engine.journal"
 ENGINE_NODE = "engine"
-JOURNAL_PREALLOCATE = 8 << 20  # zeros kept written ahead of the journal's data (fsync per batch)
-SYNC_THREADS = 2                # fdatasyncs in flight at once (fsync per batch)
 MAX_UNSYNCED_BATCHES = 256      # batches matched ahead of the disk before matching waits
 JOURNAL_FORMAT = 1
 
@@ -160,13 +158,15 @@ class EngineServer:
         if self.ecfg.fsync == "interval":
             self._arm_sync_timer()
         elif self.ecfg.fsync == "batch":
-            def durable(offset, exc, call=loop.call_soon_threadsafe) -> None:
-                try:
-                    call(self._durable, offset, exc)
-                except RuntimeError:     # the loop is closed: the process is stopping
-                    pass
-            self.journal.preallocate(JOURNAL_PREALLOCATE)
-            self._syncer = BackgroundSync(self.journal, durable, threads=SYNC_THREADS)
+            self.journal.preallocate(self.ecfg.preallocate_mb << 20)
+            if self.ecfg.sync_threads:
+                def durable(offset, exc, call=loop.call_soon_threadsafe) -> None:
+                    try:
+                        call(self._durable, offset, exc)
+                    except RuntimeError:     # the loop is closed: the process is stopping
+                        pass
+                self._syncer = BackgroundSync(self.journal, durable,
+                                              threads=self.ecfg.sync_threads)
 
     async def close(self) -> None:
         for s in self._servers:
@@ -228,7 +228,7 @@ class EngineServer:
         self._scheduled = False
         if self.failed is not None or not self._pending:
             return
-        if len(self._unsynced) >= SYNC_THREADS and (
+        if self._unsynced and len(self._unsynced) >= self.ecfg.sync_threads and (
                 self._pending_cmds < self.ecfg.max_batch_commands
                 or len(self._unsynced) >= MAX_UNSYNCED_BATCHES):
             # Every sync thread is busy: whatever is sequenced now would wait for one of them

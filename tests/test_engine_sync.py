@@ -99,6 +99,23 @@ def test_sync_thread_with_concurrent_appends_and_zero_top_ups(tmp_path):
     assert recover(p).truncated_bytes == 0
 
 
+def test_inline_sync_tops_up_the_zeros(tmp_path):
+    p = tmp_path / "j"
+    items = _payloads(2000, 3)
+    w = JournalWriter.open(p, HDR, fsync="batch")
+    w.preallocate(300 << 10)
+    for x in items:
+        w.append(x)
+        assert w.commit()
+        assert w.synced_offset == w.offset
+    assert os.path.getsize(p) > w.offset > 2 * (300 << 10)   # the zeros moved along
+    w._fd, fd = None, w._fd
+    os.close(fd)
+    r = recover(p)
+    assert r.zero_tail and r.records_valid == len(items)
+    assert [x for _, x in iter_records(p)] == items
+
+
 def test_failed_fdatasync_is_reported_once_and_stops(tmp_path, monkeypatch):
     p = tmp_path / "j"
     w = JournalWriter.open(p, HDR, fsync="batch")
@@ -132,8 +149,8 @@ def _order(i: int) -> NewOrder:
     return NewOrder("S1", "FIRM1", "A1", f"S1-{i}", "SBER", 1, 2, 0, price, 10)
 
 
-async def _serve(tmp_path):
-    cfg = load_config(write_config(tmp_path))
+async def _serve(tmp_path, sync_threads=1):
+    cfg = load_config(write_config(tmp_path, extra_engine=f"sync_threads = {sync_threads}\n"))
     server = EngineServer(cfg)
     server.recover()
     await server.start()
@@ -144,7 +161,8 @@ async def _serve(tmp_path):
     return server, link, feed
 
 
-def test_server_releases_only_durable_batches_in_order(tmp_path, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_server_releases_only_durable_batches_in_order(tmp_path, monkeypatch, threads):
     released_at_sync: list[tuple[int, int]] = []
     box = {}
     orig = JournalWriter.sync_written
@@ -156,7 +174,7 @@ def test_server_releases_only_durable_batches_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr(JournalWriter, "sync_written", spy)
 
     async def main():
-        server, link, feed = await _serve(tmp_path)
+        server, link, feed = await _serve(tmp_path, threads)
         box["server"] = server
         try:
             acked = 0
@@ -183,9 +201,10 @@ def test_server_releases_only_durable_batches_in_order(tmp_path, monkeypatch):
     asyncio.run(main())
 
 
-def test_server_fail_stops_when_the_sync_thread_fails(tmp_path, monkeypatch):
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_server_fail_stops_when_a_sync_fails(tmp_path, monkeypatch, threads):
     async def main():
-        server, link, feed = await _serve(tmp_path)
+        server, link, feed = await _serve(tmp_path, threads)
         try:
             link.submit([_order(1)])
             msg = await asyncio.wait_for(link.recv(), 10)
