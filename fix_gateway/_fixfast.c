@@ -204,6 +204,16 @@ static int fmt_ll(char *out, long long v) {
     return k;
 }
 
+/* PySequence_Fast, but a list comes back as a tuple copy: the callers keep borrowed items
+ * across calls that can run Python code (__eq__, __index__, decode), and that code may
+ * resize the caller's list (an out-of-bounds access if the list itself were used). */
+static PyObject *seq_snapshot(PyObject *o, const char *msg) {
+    PyObject *s = PySequence_Fast(o, msg);
+    if (s != NULL && PyList_Check(s))
+        Py_SETREF(s, PyList_AsTuple(s));
+    return s;
+}
+
 /* ------------------------------------------------------------------------- FixMessage */
 
 #define GIVEN UINT32_MAX   /* MField.off of a value given as an object (not in raw) */
@@ -445,7 +455,7 @@ static PyObject *FixMsg_get_all(FixMsg *m, PyObject *tag) {
         return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
         PyObject *item = PyTuple_GET_ITEM(fields, i);
-        PyObject *seq = PySequence_Fast(item, "a field must be a (tag, value) pair");
+        PyObject *seq = seq_snapshot(item, "a field must be a (tag, value) pair");
         if (seq == NULL)
             goto fail;
         if (PySequence_Fast_GET_SIZE(seq) != 2) {
@@ -625,8 +635,8 @@ static PyObject *FixMsg_repr(FixMsg *m) {
     if (parts == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *seq = PySequence_Fast(PyTuple_GET_ITEM(fields, i),
-                                        "a field must be a (tag, value) pair"), *v;
+        PyObject *seq = seq_snapshot(PyTuple_GET_ITEM(fields, i),
+                                     "a field must be a (tag, value) pair"), *v;
         if (seq == NULL)
             goto done;
         if (PySequence_Fast_GET_SIZE(seq) != 2) {
@@ -776,7 +786,11 @@ static Py_ssize_t parse_body(const unsigned char *b, Py_ssize_t s, Py_ssize_t e,
         int is_big = t > INT32_MAX;
         if (!is_big)
             tag = (int32_t)t;
-        if (is_big) {
+        /* More digits than an int32 has: a huge tag, or a small one with leading zeros. int()'s
+         * limit on digits counts leading zeros too, so both go through the check below (else a
+         * "000...055" tag past the limit is accepted here, unlike the reference, and a frame
+         * that also has a big tag makes make_message's conversion raise out of split). */
+        if (is_big || eq - i > 10) {
             /* the reference converts with int(): mirror its limit on digits */
             char stack[64], *digits = stack;
             Py_ssize_t nd = eq - i;
@@ -800,8 +814,10 @@ static Py_ssize_t parse_body(const unsigned char *b, Py_ssize_t s, Py_ssize_t e,
                 return -1;
             }
             Py_DECREF(o);
-            *big = 1;
-        } else if (tag == 8 || tag == 9 || tag == 10) {
+            if (is_big)
+                *big = 1;
+        }
+        if (!is_big && (tag == 8 || tag == 9 || tag == 10)) {
             *reason = "BeginString, BodyLength or CheckSum inside the body";
             return -1;
         }
@@ -1764,7 +1780,7 @@ static PyObject *MsgTable_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
     t->rules = NULL;
     t->nents = t->nreq = t->nrules = 0;
     t->never = 0;
-    PyObject *e = PySequence_Fast(entries, "entries must be a sequence"), *r = NULL, *q = NULL;
+    PyObject *e = seq_snapshot(entries, "entries must be a sequence"), *r = NULL, *q = NULL;
     if (e == NULL)
         goto fail;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(e);
@@ -1836,7 +1852,7 @@ static PyObject *MsgTable_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
             h = (h + 1) & t->hmask;
         t->htab[h] = (int32_t)(++t->nents);
     }
-    q = PySequence_Fast(required, "required must be a sequence");
+    q = seq_snapshot(required, "required must be a sequence");
     if (q == NULL)
         goto fail;
     t->req = PyMem_Calloc((size_t)(PySequence_Fast_GET_SIZE(q) + 1), sizeof(int32_t));
@@ -1854,7 +1870,7 @@ static PyObject *MsgTable_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
         else
             t->req[t->nreq++] = (int32_t)k;
     }
-    r = PySequence_Fast(rules, "rules must be a sequence");
+    r = seq_snapshot(rules, "rules must be a sequence");
     if (r == NULL)
         goto fail;
     t->rules = PyMem_Calloc((size_t)(PySequence_Fast_GET_SIZE(r) + 1), sizeof(VRule));

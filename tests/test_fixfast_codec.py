@@ -7,6 +7,7 @@ included, for valid input, for every garbled class and for arbitrary bytes.
 from __future__ import annotations
 
 import enum
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -79,6 +80,11 @@ GARBLED_CASES = {
     "bad data field length": frame(b"35=D\x0195=x\x0196=ab\x01"),
     "empty data field length": frame(b"35=D\x0195=\x0196=ab\x01"),
     "tag beyond int()": frame(b"35=D\x01" + b"7" * 5000 + b"=x\x01"),
+    # int()'s limit on digits counts leading zeros: a small tag written with too many is
+    # malformed too, alone or next to a tag beyond int32 (which used to make split raise)
+    "small tag beyond int() (leading zeros)": frame(b"35=D\x01" + b"0" * 5000 + b"55=x\x01"),
+    "leading zeros beyond int() and a big tag": frame(
+        b"35=D\x01" + b"9" * 20 + b"=x\x01" + b"0" * 4301 + b"55=y\x01"),
     "junk": b"hello\x01world\r\n",
 }
 
@@ -91,6 +97,20 @@ def test_every_garbled_class_alone_before_and_between_valid_messages(case):
         assert garbled or case.startswith("BodyLength not numeric (too long)")
     frames, _, _, _ = same_split(good(1) + bad + good(2) + good(3))
     assert [f.get(34) for f in frames][-2:] == [b"2", b"3"]
+
+
+def test_tag_digit_limit_counts_leading_zeros():
+    """A tag of more digits than int() converts is malformed whatever its value (the
+    reference's int() counts leading zeros), and never makes split raise."""
+    limit = sys.get_int_max_str_digits() or 4300
+    for zeros in (limit - 2, limit - 1, limit + 1):
+        for extra in (b"", b"99999999999=big\x01"):
+            raw = frame(b"35=D\x01" + extra + b"0" * zeros + b"55=x\x01")
+            frames, pos, garbled, _need = same_split(raw, 1 << 20)
+            assert len(frames) + len(garbled) == 1
+            assert bool(garbled) == (zeros + 2 > limit)
+            reader = codec.FrameReader(1 << 20)
+            assert len(reader.feed(raw)[0]) == len(frames)
 
 
 def test_oversized_and_partial_frames():
@@ -158,6 +178,30 @@ def test_fix_message_made_by_hand():
         fast.FixMessage([(35, "D")]).msg_type        # the reference calls .decode too
     with pytest.raises(TypeError):
         fast.FixMessage(5)
+
+
+def test_fields_that_change_while_read():
+    """get_all and repr read a hand-made field that is a list while running its code (__eq__,
+    decode): a list emptied meanwhile must not be read out of bounds."""
+    class Tag:
+        def __eq__(self, other):
+            pair.clear()
+            return True
+        __hash__ = object.__hash__
+
+        def __str__(self):
+            return "T"
+
+    class Value(bytes):
+        def decode(self, *args):
+            pair.clear()
+            return "v"
+
+    for make in (fast.FixMessage, codec.PyFixMessage):
+        pair = [Tag(), b"v"]
+        assert make([pair]).get_all(1) == [b"v"]
+        pair = [Tag(), Value(b"v")]
+        assert repr(make([pair])) == "FixMessage('T=v')"
 
 
 # ---------------------------------------------------------------------------- streams

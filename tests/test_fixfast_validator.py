@@ -246,3 +246,26 @@ def test_table_construction_errors():
         fast.MsgTable([], (1,), [(1, (2,), 3)])
     t = fast.MsgTable([], (), ())
     assert t.check("not a message") is False
+
+
+def test_table_construction_with_lists_changed_meanwhile():
+    """A tag given as an object with __index__ may change the caller's lists while the table
+    is built: the table reads a copy, never beyond what it allocated."""
+    class Grow:
+        def __init__(self, target):
+            self.target = target
+
+        def __index__(self):
+            self.target.extend([self] * 100)
+            return 55
+
+    required = []
+    required.append(Grow(required))
+    t = fast.MsgTable([(55, 0, fast.K_ANY, None)], required, [])
+    assert t.check("not a message") is False
+    rules = []
+    rules.append((Grow(rules), (b"1",), 55))
+    fast.MsgTable([(55, 0, fast.K_ANY, None)], (), rules)
+    entries = []
+    entries.append((Grow(entries), 0, fast.K_ANY, None))
+    fast.MsgTable(entries, (), ())
