@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.pacing import pace
 from bench.stats import percentiles
 from bench.workload import generate
 from bourse.config import load_config
@@ -67,9 +68,9 @@ def start_engine(cfg_path: Path) -> tuple[subprocess.Popen, int]:
 
 
 async def _paced(link, cmds: list, rate: float, sent_at: list, batch: int) -> None:
-    """Offer ``cmds`` at ``rate`` as a continuous flow: a thread wakes every ~0.15 ms (what
-    a sleep takes here) and hands the commands now due to the loop, which submits them, so
-    a submission holds the 2-4 commands of one wake-up rather than a timer tick's worth.
+    """Offer ``cmds`` at ``rate`` as a continuous flow: a pacing thread (bench.pacing) hands
+    the commands now due to the loop, which submits them, so a submission holds the 2-4
+    commands of one wake-up rather than a timer tick's worth.
     ``sent_at`` gets, per command, its submission time (ns); ``batch`` must be 1."""
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
@@ -83,24 +84,12 @@ async def _paced(link, cmds: list, rate: float, sent_at: list, batch: int) -> No
         if hi == n and not finished.done():
             finished.set_result(None)
 
-    def pace() -> None:
-        t0 = time.perf_counter_ns()
-        step = 1e9 / rate
-        sent = 0
-        while sent < n:
-            due = min(n, int((time.perf_counter_ns() - t0) / step) + 1)
-            if due > sent:
-                loop.call_soon_threadsafe(submit, sent, due)
-                sent = due
-            wait = (t0 + sent * step - time.perf_counter_ns()) / 1e9
-            if wait > 0:
-                time.sleep(wait)
-
     assert batch == 1
     old = sys.getswitchinterval()
     sys.setswitchinterval(0.00005)      # the pacing thread gets the GIL when due
     try:
-        th = threading.Thread(target=pace, daemon=True)
+        th = threading.Thread(target=pace, daemon=True, args=(
+            n, rate, lambda lo, hi: loop.call_soon_threadsafe(submit, lo, hi)))
         th.start()
         await finished
     finally:

@@ -42,6 +42,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.pacing import pace
 from bench.stats import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,37 +335,24 @@ async def throughput(port: int, sessions: list[str], orders: int, window: int) -
 
 def _paced_sender(sock: socket.socket, msgs: list[bytes], ts: list[int], rate: float,
                   stop: threading.Event, out: dict) -> None:
-    """(thread) Send each order at its due time, t0 + i / rate, on the connection's socket:
-    time.sleep wakes within about 0.1-0.2 ms here, so orders go one or two at a time, as
-    independent orders would, not in bursts of a timer tick's worth."""
-    n = len(msgs)
-    t0 = time.perf_counter_ns()
-    step = 1e9 / rate
-    sent = 0
-    while sent < n and not stop.is_set():
-        now = time.perf_counter_ns()
-        due = min(n, int((now - t0) / step) + 1)
-        if due > sent:
-            data = b"".join(msgs[sent:due])
-            stamp = time.perf_counter_ns()
-            for i in range(sent, due):
-                ts[i] = stamp
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[sock.send(view):]
-                except BlockingIOError:
-                    time.sleep(0.0001)
-                except OSError as exc:
-                    out["error"] = exc
-                    stop.set()
-                    break
-            sent = due
-        wait = (t0 + sent * step - time.perf_counter_ns()) / 1e9
-        if wait > 0:
-            time.sleep(wait)
-    out["sent"] = sent
-    out["seconds"] = (time.perf_counter_ns() - t0) / 1e9
+    """(thread) Send each order at its due time on the connection's socket (bench.pacing)."""
+    def emit(lo: int, hi: int) -> None:
+        data = b"".join(msgs[lo:hi])
+        stamp = time.perf_counter_ns()
+        for i in range(lo, hi):
+            ts[i] = stamp
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                time.sleep(0.0001)
+            except OSError as exc:
+                out["error"] = exc
+                stop.set()
+                return
+
+    out["sent"], out["seconds"] = pace(len(msgs), rate, emit, stop.is_set)
 
 
 async def latency(port: int, sender: str, account: str, rate: float, duration: float,

@@ -681,7 +681,7 @@ class JournalWriter:
         return False
 
     def _write(self, fd: int) -> None:
-        if self._written + sum(map(len, self._buf)) > self._zero_end:
+        if self._end > self._zero_end:
             # The write reaches past the zeroed space, where the sync thread may be writing
             # zeros: take the lock so the two never overlap.
             with self._fill_lock:
