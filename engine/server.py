@@ -299,21 +299,11 @@ class EngineServer:
         frame = HEADER.pack(len(body)) + body
         last = batch.first_event_seq + batch.event_count - 1
         self.released_next_event = last + 1
-        limit = self.ecfg.consumer_buffer_bytes
-        slow = None
-        for c in self._subscribers:
-            if c.transport.get_write_buffer_size() + len(frame) > limit:
-                if slow is None:
-                    slow = []
-                slow.append(c)
-                continue
-            c.transport.write(frame)
-            c.last_seq = last
-            c.sent_at = batch
-        # One write per connection: a node's consecutive submissions in a batch are
-        # consecutive request ids and command seqs, so their acks merge into one range.
+        # A node's consecutive submissions in a batch are consecutive request ids and command
+        # seqs, so their acks merge into one range per connection.
         enc = self._enc
         acks = batch.acks
+        ack_bytes = {}
         i, n = 0, len(acks)
         while i < n:
             token, first_req, count, first_cmd = acks[i]
@@ -323,7 +313,26 @@ class EngineServer:
                 count += acks[i][2]
                 i += 1
             if token is not None and not token.closed:
-                token.send(enc.encode(Ack(first_req, count, first_cmd)))
+                body = enc.encode(Ack(first_req, count, first_cmd))
+                ack_bytes[token] = ack_bytes.get(token, b"") + HEADER.pack(len(body)) + body
+        # One write per connection: a submitter that also subscribes gets the events and then
+        # its acks in the same write, so it wakes once for both.
+        limit = self.ecfg.consumer_buffer_bytes
+        slow = None
+        for c in self._subscribers:
+            if c.transport.get_write_buffer_size() + len(frame) > limit:
+                if slow is None:
+                    slow = []
+                slow.append(c)
+                ack_bytes.pop(c, None)      # closed below; it learns its acks on reconnecting
+                continue
+            own = ack_bytes.pop(c, None) if ack_bytes else None
+            c.transport.write(frame + own if own else frame)
+            c.last_seq = last
+            c.sent_at = batch
+        for token, data in ack_bytes.items():
+            token.transport.write(data)
+            token.sent_at = True
         if slow:
             for c in slow:
                 c.close_with(Disconnect(
