@@ -5,16 +5,18 @@
                                 [--profile-gateway FILE]
 
 Starts the stack as real processes in a temporary directory: the engine (journal on, fsync
-every batch) and a FIX gateway (message store on), then drives FIX sessions from a load client
-in this process (asyncio/uvloop, pre-encoded messages, a minimal parser counting 35=8/150=0):
+every batch) and a FIX gateway (message store on), then drives FIX sessions over TCP with
+pre-encoded messages and a minimal parser counting 35=8/150=0:
 
-  (a) throughput: N NewOrderSingle over S sessions, up to W orders in flight per session;
+  (a) throughput: N NewOrderSingle over S sessions, up to W orders in flight per session
+      (asyncio/uvloop client in this process);
   (b) latency: one session offering a fixed R orders/s for SEC seconds (on a freshly started
       stack), time from the write of an order to the read of its ExecutionReport(New):
-      p50/p90/p99/p99.9/max. A sender thread writes each order at its due time (within the
-      0.1-0.2 ms a sleep takes to wake here); ``--tick-ms T`` instead writes the due orders in
-      one burst every T ms (1 ms bursts of 10 orders are harsher: the last of a burst waits for
-      the nine before it);
+      p50/p90/p99/p99.9/max. The client is two processes on the one connection: a forked
+      sender writes each order at its due time (within the 0.1-0.2 ms a sleep takes to wake
+      here) and this process only blocks in recv() and stamps what it reads. ``--tick-ms T``
+      instead writes the due orders in one burst every T ms (1 ms bursts of 10 orders are
+      harsher: the last of a burst waits for the nine before it);
   (c) the same two workloads against a reference acceptor built on QuickFIX (the C++ engine's
       Python binding: SocketAcceptor, FileStore, the same dialect dictionary, a Python
       Application answering each NewOrderSingle with an ExecutionReport), and the ratios.
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import gc
 import json
+import mmap
 import os
 import platform
 import shutil
@@ -38,7 +41,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -154,9 +156,15 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def client_cpu() -> float:
+    """CPU seconds of this process and of its finished children (the forked sender)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def cpu_use(children: list, t0: dict, wall: float) -> str:
     parts = [f"{c.name} {(cpu_seconds(c.proc.pid) - t0[c.name]) / wall:.0%}" for c in children]
-    me = (time.process_time() - t0["client"]) / wall
+    me = (client_cpu() - t0["client"]) / wall
     return ", ".join(parts + [f"load client {me:.0%}"]) + " of one CPU"
 
 
@@ -229,22 +237,27 @@ def new_orders(sender: str, account: str, first_seq: int, n: int, tag: str) -> l
 
 
 class FixConn(asyncio.Protocol):
-    """One session: Logon, then counts ExecutionReports in complete messages."""
+    """One session of the throughput run: Logon, then counts ExecutionReports."""
 
-    def __init__(self, sender: str, timestamps: list[int] | None = None,
-                 tag: bytes = b"") -> None:
+    def __init__(self, sender: str) -> None:
         self.sender = sender
-        self.buf = b""
-        self.news = 0
-        self.rejects = 0
-        self.others: list[bytes] = []
+        self.scan = ReportScan()
         self.logged_on = asyncio.Event()
         self.closed = asyncio.Event()
         self.transport: asyncio.Transport | None = None
-        self.timestamps = timestamps            # send time per order index (latency mode)
-        self.latencies: list[int] = []
-        self.tag = b"\x0111=" + tag
         self.progress = asyncio.Event()
+
+    @property
+    def news(self) -> int:
+        return self.scan.news
+
+    @property
+    def rejects(self) -> int:
+        return self.scan.rejects
+
+    @property
+    def others(self) -> list[bytes]:
+        return self.scan.others
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -255,40 +268,18 @@ class FixConn(asyncio.Protocol):
         self.progress.set()
 
     def data_received(self, data: bytes) -> None:
-        now = time.perf_counter_ns()
-        buf = self.buf + data
-        end = buf.rfind(b"\x0110=", 0, len(buf) - 4)   # a complete trailer: 8 bytes
-        if end < 0:
-            self.buf = buf
-            return
-        cut = end + 8
-        done, self.buf = buf[:cut], buf[cut:]
-        n = done.count(b"\x01150=0\x01")
-        self.news += n
-        if self.timestamps is not None and n:
-            ts, tag, lat = self.timestamps, self.tag, self.latencies
-            pos = done.find(tag)
-            while pos >= 0:
-                e = done.index(b"\x01", pos + 1)
-                lat.append(now - ts[int(done[pos + len(tag):e])])
-                pos = done.find(tag, e)
-        if b"\x01150=8\x01" in done:
-            self.rejects += done.count(b"\x01150=8\x01")
-        if not self.logged_on.is_set() and b"\x0135=A\x01" in done:
+        self.scan.feed(data, 0)
+        if self.scan.logged_on and not self.logged_on.is_set():
             self.logged_on.set()
-        for t in (b"\x0135=3\x01", b"\x0135=j\x01"):
-            if t in done and len(self.others) < 5:
-                i = done.index(t)
-                self.others.append(done[max(0, i - 60):i + 200])
         self.progress.set()
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
 
 
-async def logon(port: int, sender: str, **kw) -> FixConn:
+async def logon(port: int, sender: str) -> FixConn:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: FixConn(sender, **kw), "127.0.0.1", port)
+    _, conn = await loop.create_connection(lambda: FixConn(sender), "127.0.0.1", port)
     conn.write(encode(b"A", sender.encode(), 1, b"98=0\x01108=30\x01", utc_stamp()))
     await asyncio.wait_for(conn.logged_on.wait(), 15)
     return conn
@@ -333,88 +324,139 @@ async def throughput(port: int, sessions: list[str], orders: int, window: int) -
             "problems": [p for c in conns for p in c.others]}
 
 
-def _paced_sender(sock: socket.socket, msgs: list[bytes], ts: list[int], rate: float,
-                  stop: threading.Event, out: dict) -> None:
-    """(thread) Send each order at its due time on the connection's socket (bench.pacing)."""
+def _sender_process(sock: socket.socket, msgs: list[bytes], stamps, rate: float,
+                    tick_ms: float) -> int:
+    """(forked child) Write each order at its due time; its send time goes to ``stamps[i]``;
+    ``stamps[n]`` / ``stamps[n + 1]`` receive the count sent and the nanoseconds taken."""
+    n = len(msgs)
+
     def emit(lo: int, hi: int) -> None:
         data = b"".join(msgs[lo:hi])
         stamp = time.perf_counter_ns()
         for i in range(lo, hi):
-            ts[i] = stamp
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[sock.send(view):]
-            except BlockingIOError:
-                time.sleep(0.0001)
-            except OSError as exc:
-                out["error"] = exc
-                stop.set()
-                return
+            stamps[i] = stamp
+        sock.sendall(data)
 
-    out["sent"], out["seconds"] = pace(len(msgs), rate, emit, stop.is_set)
+    try:
+        if tick_ms <= 0:
+            sent, seconds = pace(n, rate, emit)
+        else:                               # the due orders in one write every tick
+            t0 = time.perf_counter_ns()
+            sent = 0
+            while sent < n:
+                due = min(n, int((time.perf_counter_ns() - t0) * rate / 1e9) + 1)
+                if due > sent:
+                    emit(sent, due)
+                    sent = due
+                time.sleep(tick_ms / 1000)
+            seconds = (time.perf_counter_ns() - t0) / 1e9
+    except OSError:
+        return 1
+    stamps[n], stamps[n + 1] = sent, int(seconds * 1e9)
+    return 0
 
 
-async def latency(port: int, sender: str, account: str, rate: float, duration: float,
-                  tick_ms: float = 0.0) -> dict:
+def latency(port: int, sender: str, account: str, rate: float, duration: float,
+            tick_ms: float = 0.0) -> dict:
+    """One session offering ``rate`` orders/s. The load client is two processes sharing the
+    connection: a forked sender paces the orders (bench.pacing) and stamps each one as it is
+    written, and this process does nothing but block in recv() and stamp each ExecutionReport
+    as it is read. No event loop and no second thread: the client adds no lock hand-offs or
+    callbacks of its own between the exchange's answer and its time stamp."""
     n = int(rate * duration)
     msgs = new_orders(sender, account, 2, n, "L")
-    ts = [0] * n
-    c = await logon(port, sender, timestamps=ts, tag=b"L")
-    loop = asyncio.get_running_loop()
+    stamps_mem = mmap.mmap(-1, 8 * (n + 2))         # shared with the forked sender
+    stamps = memoryview(stamps_mem).cast("q")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(encode(b"A", sender.encode(), 1, b"98=0\x01108=30\x01", utc_stamp()))
+    scan = ReportScan(stamps, b"L")
+    while not scan.logged_on:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise SystemExit("the acceptor closed the connection at logon")
+        scan.feed(data, time.perf_counter_ns())
     # The client's own collector pauses would count as exchange latency: none while measuring.
     gc.collect()
     gc.freeze()
     gc.disable()
-    if tick_ms <= 0:
-        # A sender thread paces the orders; the loop thread only reads. A short switch
-        # interval lets the sender take the GIL when due instead of up to 5 ms later.
-        old = sys.getswitchinterval()
-        sys.setswitchinterval(0.00005)
-        stop = threading.Event()
-        out: dict = {}
-        fd = os.dup(c.transport.get_extra_info("socket").fileno())
-        sock = socket.socket(fileno=fd)     # a real socket object on the same connection
-        th = threading.Thread(target=_paced_sender, daemon=True, args=(
-            sock, msgs, ts, rate, stop, out))
-        th.start()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
         try:
-            while th.is_alive():
-                if c.closed.is_set():
-                    stop.set()
-                await asyncio.sleep(0.01)
+            code = _sender_process(sock, msgs, stamps, rate, tick_ms)
         finally:
-            stop.set()
-            sys.setswitchinterval(old)
-            sock.detach()
-            os.close(fd)
-        sent, offered_s = out.get("sent", 0), out.get("seconds", 1.0)
-    else:
-        t0 = time.perf_counter_ns()         # offer the due orders every tick, in one write
-        sent = 0
-        while sent < n and not c.closed.is_set():
-            now = time.perf_counter_ns()
-            due = min(n, int((now - t0) * rate / 1e9) + 1)
-            if due > sent:
-                c.write(b"".join(msgs[sent:due]))
-                stamp = time.perf_counter_ns()
-                for i in range(sent, due):
-                    ts[i] = stamp
-                sent = due
-            await asyncio.sleep(tick_ms / 1000)
-        offered_s = (time.perf_counter_ns() - t0) / 1e9
-    deadline = loop.time() + 30
-    while c.news + c.rejects < n and loop.time() < deadline and not c.closed.is_set():
-        c.progress.clear()
-        try:
-            await asyncio.wait_for(c.progress.wait(), 1)
-        except asyncio.TimeoutError:
-            pass
-    gc.enable()
-    gc.unfreeze()
-    await logout([c], [n + 2])
-    return {"orders": n, "news": c.news, "offered_rate": sent / offered_s,
-            "lat": c.latencies, "rejects": c.rejects, "problems": c.others}
+            os._exit(code)
+    sock.settimeout(1.0)
+    deadline = time.monotonic() + duration + 30
+    try:
+        while scan.news + scan.rejects < n and time.monotonic() < deadline:
+            try:
+                data = sock.recv(1 << 16)
+            except socket.timeout:
+                if os.waitpid(pid, os.WNOHANG)[0] and stamps[n] == 0:
+                    break                   # the sender failed: nothing more will come
+                continue
+            if not data:
+                break
+            scan.feed(data, time.perf_counter_ns())
+    finally:
+        _, status = os.waitpid(pid, 0) if os.waitpid(pid, os.WNOHANG)[0] == 0 else (pid, 0)
+        gc.enable()
+        gc.unfreeze()
+    sent, offered_ns = stamps[n], stamps[n + 1]
+    try:
+        sock.sendall(encode(b"5", sender.encode(), n + 2, b"", utc_stamp()))
+        time.sleep(0.2)
+    except OSError:
+        pass
+    sock.close()
+    lat = scan.latencies
+    stamps.release()
+    stamps_mem.close()
+    return {"orders": n, "news": scan.news, "offered_rate": sent / max(offered_ns / 1e9, 1e-9),
+            "lat": lat, "rejects": scan.rejects, "problems": scan.others}
+
+
+class ReportScan:
+    """Counts ExecutionReports in a stream of FIX bytes; with ``stamps``, the latency of each
+    ExecutionReport whose ClOrdID is ``<tag><i>``: receive time minus ``stamps[i]``."""
+
+    def __init__(self, stamps=None, tag: bytes = b"") -> None:
+        self.buf = b""
+        self.news = 0
+        self.rejects = 0
+        self.logged_on = False
+        self.others: list[bytes] = []
+        self.stamps = stamps
+        self.tag = b"\x0111=" + tag
+        self.latencies: list[int] = []
+
+    def feed(self, data: bytes, now: int) -> None:
+        buf = self.buf + data
+        end = buf.rfind(b"\x0110=", 0, len(buf) - 4)   # a complete trailer: 8 bytes
+        if end < 0:
+            self.buf = buf
+            return
+        cut = end + 8
+        done, self.buf = buf[:cut], buf[cut:]
+        n = done.count(b"\x01150=0\x01")
+        self.news += n
+        if self.stamps is not None and n:
+            ts, tag, lat = self.stamps, self.tag, self.latencies
+            pos = done.find(tag)
+            while pos >= 0:
+                e = done.index(b"\x01", pos + 1)
+                lat.append(now - ts[int(done[pos + len(tag):e])])
+                pos = done.find(tag, e)
+        if b"\x01150=8\x01" in done:
+            self.rejects += done.count(b"\x01150=8\x01")
+        if not self.logged_on and b"\x0135=A\x01" in done:
+            self.logged_on = True
+        for t in (b"\x0135=3\x01", b"\x0135=j\x01"):
+            if t in done and len(self.others) < 5:
+                i = done.index(t)
+                self.others.append(done[max(0, i - 60):i + 200])
 
 
 # --------------------------------------------------------------------------- the reference
@@ -500,9 +542,11 @@ def run_target(name: str, start, tmp: Path, args) -> dict:
         children, port = start(d, sessions)
         try:
             c0 = {c.name: cpu_seconds(c.proc.pid) for c in children}
-            c0["client"] = time.process_time()
+            c0["client"] = client_cpu()
             w0 = time.perf_counter()
-            r = run(workload(port))
+            r = workload(port)
+            if asyncio.iscoroutine(r):
+                r = run(r)
             r["cpu"] = cpu_use(children, c0, time.perf_counter() - w0)
         finally:
             for c in children:

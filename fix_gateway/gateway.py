@@ -358,27 +358,31 @@ class Gateway:
                 self.caught_up.set()
             self.engine_up.set()
             try:
-                while True:
-                    msg = await self.link.recv()
-                    if msg is None:
+                recv_many = self.link.recv_many
+                closed = False
+                while not closed:
+                    msgs = await recv_many()
+                    if not msgs:
                         break
-                    if type(msg) is Events:
-                        self._on_events(msg.events)
-                        if not self.caught_up.is_set() and self.replica.next_seq >= head:
-                            self.caught_up.set()
-                    elif type(msg) is Ack:
-                        self._release_range(msg.first_req_id, msg.count)
-                    elif type(msg) is Nack:
-                        log.error("engine refused requests %d..%d: %s", msg.first_req_id,
-                                  msg.first_req_id + msg.count - 1, msg.reason)
-                        self._release_range(msg.first_req_id, msg.count)
-                    elif type(msg) is Heartbeat:
-                        pending = self._barriers.pop(msg.token, None)
-                        if pending is not None:
-                            self._answer_info(pending[0], pending[1], self.clock())
-                    elif type(msg) is LinkDisconnect:
-                        log.warning("engine closed the link: %s", msg.reason)
-                        break
+                    for msg in msgs:
+                        if type(msg) is Events:
+                            self._on_events(msg.events)
+                            if not self.caught_up.is_set() and self.replica.next_seq >= head:
+                                self.caught_up.set()
+                        elif type(msg) is Ack:
+                            self._release_range(msg.first_req_id, msg.count)
+                        elif type(msg) is Nack:
+                            log.error("engine refused requests %d..%d: %s", msg.first_req_id,
+                                      msg.first_req_id + msg.count - 1, msg.reason)
+                            self._release_range(msg.first_req_id, msg.count)
+                        elif type(msg) is Heartbeat:
+                            pending = self._barriers.pop(msg.token, None)
+                            if pending is not None:
+                                self._answer_info(pending[0], pending[1], self.clock())
+                        elif type(msg) is LinkDisconnect:
+                            log.warning("engine closed the link: %s", msg.reason)
+                            closed = True
+                            break
             except (OSError, LinkClosed) as exc:
                 log.warning("engine link lost: %s", exc)
             self.engine_up.clear()
