@@ -10,7 +10,8 @@
     bourse ctl halt|resume ...           operator kill switch (market, firm or instrument)
     bourse ctl credit-limit FIRM AMOUNT  change a firm's credit limit
     bourse events [--from N]             print the replication stream (alerts stand out)
-    bourse journal verify PATH           replay a journal offline and fingerprint its output
+    bourse journal verify PATH           replay a journal offline and fingerprint its output;
+                                         check the snapshots next to it against the replay
 
 Every failure is a one-line message on stderr and a non-zero exit status, never a traceback:
 2 for bad usage or configuration, 1 for a component that cannot start or a refused operation.
@@ -135,8 +136,15 @@ def _journal_verify(cfg, path: str) -> int:
     print(f"records {r.records}\ncommands {r.commands}\nevents {r.events}\n"
           f"events sha256 {r.events_sha256}\nstate digest {r.state_digest}\n"
           f"valid bytes {r.valid_bytes}\ntorn tail bytes {r.tail_bytes}"
-          + (f"\npreallocated zero bytes {r.zero_bytes}" if r.zero_bytes else ""))
-    return 0
+          + (f"\npreallocated zero bytes {r.zero_bytes}" if r.zero_bytes else "")
+          + f"\nsnapshots {len(r.snapshots)}")
+    for c in r.snapshots:
+        covers = f"commands up to {c.next_cmd_seq - 1}, " if c.next_cmd_seq else ""
+        state = {True: "matches full replay", False: f"DIFFERS from full replay: {c.detail}",
+                 None: f"not usable: {c.detail}"}[c.matches]
+        print(f"snapshot {c.name}: {covers}{state}")
+    # a snapshot that disagrees with the journal is a defect; an unusable one is only ignored
+    return 1 if any(c.matches is False for c in r.snapshots) else 0
 
 
 if __name__ == "__main__":

@@ -107,6 +107,8 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_batch_commands: Positive = 4096
     consumer_buffer_bytes: Positive = 8388608
     heartbeat_ms: Positive = 1000
+    # a state snapshot every N sequenced commands (and at a clean stop); 0 = no snapshots
+    snapshot_every_commands: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] = 1_000_000
 
     def __post_init__(self) -> None:
         if self.order_entry_port and self.order_entry_port == self.replication_port:

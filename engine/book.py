@@ -16,6 +16,9 @@ Contract:
 - The book never matches by itself: matching (with self-trade prevention, credit and events)
   is ``engine.core``; it reads and updates these structures directly on its hot path and keeps
   the invariants above. Nothing here iterates over a set or depends on hash seeds.
+- ``export_levels`` / ``restore`` carry the levels through a snapshot (``engine.snapshot``):
+  each side's levels in key order with their orders' ids in time priority; the levels' ``qty``
+  and the key lists are rebuilt from the orders.
 """
 from __future__ import annotations
 
@@ -161,6 +164,46 @@ class Book:
         oid = order.order_id
         del lo[oid]
         lo[oid] = order
+
+    # -- snapshots ------------------------------------------------------------------------
+    def export_levels(self) -> tuple[list[tuple[int, list[int]]], list[tuple[int, list[int]]]]:
+        """(bids, asks): each side's levels in ascending key order (best last) as
+        (price, order ids oldest first)."""
+        levels = self.levels
+        return ([(levels[k].price, list(levels[k].orders)) for k in self.bid_keys],
+                [(levels[k].price, list(levels[k].orders)) for k in self.ask_keys])
+
+    def restore(self, halted: bool, bids, asks, orders: dict[int, Order]) -> int:
+        """Rebuild an empty book from ``export_levels`` output; ``orders`` maps order id to its
+        (not yet resting) Order. Returns how many orders were placed; ValueError if the levels
+        are inconsistent (unordered, empty, an order of another book, side or price)."""
+        if self.levels:
+            raise ValueError(f"book {self.symbol}: restore needs an empty book")
+        self.halted = bool(halted)
+        placed = 0
+        for side, side_levels, keys in ((BUY, bids, self.bid_keys), (SELL, asks, self.ask_keys)):
+            prev = None
+            for price, ids in side_levels:
+                key = price if side == BUY else -price
+                if price <= 0 or not ids or (prev is not None and key <= prev):
+                    raise ValueError(f"book {self.symbol}: bad level {price} (side {side})")
+                lvl = Level(key)
+                lo = lvl.orders
+                qty = 0
+                for oid in ids:
+                    o = orders.get(oid)
+                    if o is None or o.level is not None or o.book is not self or o.key != key:
+                        raise ValueError(f"book {self.symbol}: order {oid} does not belong at "
+                                         f"level {price} (side {side})")
+                    lo[oid] = o
+                    qty += o.leaves
+                    o.level = lvl
+                lvl.qty = qty
+                self.levels[key] = lvl
+                keys.append(key)
+                prev = key
+                placed += len(ids)
+        return placed
 
     # -- queries --------------------------------------------------------------------------
     def best(self, side: int) -> int:

@@ -78,6 +78,9 @@ from engine.idset import SHARD_MASK as _SHARD_MASK, UsedIds
 from engine.reasons import REJECT_TEXT, CancelReason, RejectReason
 from engine.refdata import MarketRefData, StpMode
 from engine.risk import FirmRisk
+from engine.snapshot import (
+    BookState, EngineState, FirmState, LevelState, OrderState, SessionState,
+)
 
 __all__ = ["Engine", "OpenOrder"]
 
@@ -148,7 +151,7 @@ class Engine:
     Public state: ``next_cmd_seq``, ``next_event_seq``, ``last_req``. Queries (read only, for
     tests, snapshots and monitoring): ``book_levels``, ``best``, ``open_orders``, ``order``,
     ``open_order_count``, ``level_count``, ``exposure``, ``credit_limit``, ``halted``,
-    ``state_digest``.
+    ``state_digest``. Snapshots (engine.snapshot): ``export_state``, ``import_state``.
     """
 
     def __init__(self, refdata: MarketRefData) -> None:
@@ -824,22 +827,122 @@ class Engine:
 
     def state_digest(self) -> str:
         """SHA-256 over a canonical msgpack encoding of the whole engine state."""
+        return self._state_digest(None)
+
+    def _state_digest(self, used: dict[str, list[str]] | None) -> str:
+        """``state_digest``; ``used`` may give each session's used ids already sorted.
+
+        Tuples encode as the same msgpack arrays as lists: the digest is that of the state
+        written as nested lists, built here without intermediate objects."""
         books = []
         for sym, book in self._books.items():
-            sides = []
-            for keys in (book.bid_keys, book.ask_keys):
-                sides.append([[book.levels[k].price, book.levels[k].qty,
-                               list(book.levels[k].orders)] for k in reversed(keys)])
-            books.append([sym, book.halted, sides[0], sides[1]])
-        orders = [list(msgspec.structs.astuple(o)) for o in self.open_orders()]
-        firms = [list(fr.snapshot()) for fr in self._firms.values()]
+            levels = book.levels
+            books.append((sym, book.halted,
+                          [(lv.price, lv.qty, list(lv.orders))
+                           for lv in map(levels.__getitem__, reversed(book.bid_keys))],
+                          [(lv.price, lv.qty, list(lv.orders))
+                           for lv in map(levels.__getitem__, reversed(book.ask_keys))]))
+        by_id = self._orders
+        orders = [(o.order_id, o.session, o.firm, o.account, o.cl_ord_id, o.instrument, o.side,
+                   o.ord_type, o.tif, o.price, o.qty, o.qty - o.leaves, o.leaves)
+                  for o in map(by_id.__getitem__, sorted(by_id))]
+        firms = [fr.snapshot() for fr in self._firms.values()]
         ids = []
         for name in sorted(self._sessions):
             sess = self._sessions[name]
-            ids.append([name, sorted(sess.used),
-                        [[c, sess.live[c].order_id] for c in sorted(sess.live)]])
-        state = [self.next_cmd_seq, self.next_event_seq, self._next_oid, self._next_tid,
+            live = sess.live
+            ids.append((name, used[name] if used is not None else sess.used.sorted_ids(),
+                        [(c, live[c].order_id) for c in sorted(live)]))
+        state = (self.next_cmd_seq, self.next_event_seq, self._next_oid, self._next_tid,
                  self._market_halted, books, orders, firms,
-                 [[k, v] for k, v in sorted(self.last_req.items())], ids]
+                 sorted(self.last_req.items()), ids)
         return hashlib.sha256(msgspec.msgpack.encode(state)).hexdigest()
 
+    # ------------------------------------------------------------------ snapshots
+    def export_state(self) -> tuple[EngineState, str]:
+        """The whole mutable state (``engine.snapshot.EngineState``) and its ``state_digest``.
+
+        Read only. Sequences keep the engine's own order (see engine.snapshot); the used-id
+        sets are sorted once, for the state and the digest alike."""
+        used = {name: sess.used.sorted_ids() for name, sess in self._sessions.items()}
+        books = []
+        for sym, book in self._books.items():
+            bids, asks = book.export_levels()
+            books.append(BookState(sym, book.halted, [LevelState(p, ids) for p, ids in bids],
+                                   [LevelState(p, ids) for p, ids in asks]))
+        orders = [OrderState(o.order_id, o.session, o.firm, o.account, o.cl_ord_id,
+                             o.instrument, o.side, o.ord_type, o.tif, o.price, o.qty, o.leaves)
+                  for o in self._orders.values()]
+        firms = [FirmState(*fr.snapshot()) for fr in self._firms.values()]
+        sessions = [SessionState(name, used[name],
+                                 [(c, o.order_id) for c, o in sess.live.items()])
+                    for name, sess in self._sessions.items()]
+        state = EngineState(self.next_cmd_seq, self.next_event_seq, self._next_oid,
+                            self._next_tid, self._market_halted, list(self.last_req.items()),
+                            books, firms, orders, sessions)
+        return state, self._state_digest(used)
+
+    def import_state(self, st: EngineState) -> None:
+        """Load ``export_state`` output into this fresh engine (same reference data).
+
+        Checks what it cannot rebuild safely and raises ValueError (a KeyError for an unknown
+        name) on any inconsistency; the caller then compares ``state_digest()`` with the
+        digest recorded next to the state, and discards this engine on any failure."""
+        if self.next_cmd_seq != 1 or self._orders or self._sessions or self.last_req:
+            raise ValueError("import_state needs a fresh engine")
+        books = self._books
+        firms = self._firms
+        if [b.symbol for b in st.books] != list(books):
+            raise ValueError("the state's instruments differ from the reference data")
+        if [f.id for f in st.firms] != list(firms):
+            raise ValueError("the state's firms differ from the reference data")
+        if st.next_cmd_seq < 1 or st.next_event_seq < 1 or st.next_order_id < 1 \
+                or st.next_trade_id < 1:
+            raise ValueError("sequence numbers and ids start at 1")
+        orders: dict[int, Order] = {}
+        prev = 0
+        for s in st.orders:
+            oid = s.order_id
+            if not prev < oid < st.next_order_id:
+                raise ValueError(f"order {oid}: out of order or beyond the next order id")
+            prev = oid
+            if not 0 < s.leaves <= s.qty or s.side not in (BUY, SELL):
+                raise ValueError(f"order {oid}: bad side or quantities")
+            o = Order(oid, s.session, s.firm, s.account, s.cl_ord_id, s.instrument, s.side,
+                      s.ord_type, s.tif, s.price, s.qty, books[s.instrument], firms[s.firm])
+            o.leaves = s.leaves
+            orders[oid] = o
+        placed = 0
+        for bs, book in zip(st.books, books.values()):
+            placed += book.restore(bs.halted, [(lv.price, lv.order_ids) for lv in bs.bids],
+                                   [(lv.price, lv.order_ids) for lv in bs.asks], orders)
+        if placed != len(orders):
+            raise ValueError(f"{len(orders)} open orders, {placed} of them on a book")
+        for fs, fr in zip(st.firms, firms.values()):
+            fr.restore(fs.limit, fs.open, fs.executed, fs.halted)
+        sessions = self._sessions
+        live_ids = 0
+        for ss in st.sessions:
+            if ss.name in sessions:
+                raise ValueError(f"session {ss.name!r} twice")
+            sess = sessions[ss.name] = _Session()
+            sess.used.update(ss.used)
+            live = sess.live
+            for clid, oid in ss.live:
+                o = orders.get(oid)
+                if (o is None or not clid or o.cl_ord_id != clid or o.session != ss.name
+                        or o.ids is not None or clid not in sess.used):
+                    raise ValueError(f"session {ss.name!r}: live id {clid!r} does not match "
+                                     f"order {oid}")
+                live[clid] = o
+                o.ids = live
+                live_ids += 1
+        if live_ids != sum(1 for o in orders.values() if o.cl_ord_id):
+            raise ValueError("an open order's ClOrdID is not live in its session")
+        self._orders = orders
+        self._next_oid = st.next_order_id
+        self._next_tid = st.next_trade_id
+        self._market_halted = bool(st.market_halted)
+        self.last_req = dict(st.last_req)
+        self.next_cmd_seq = st.next_cmd_seq
+        self.next_event_seq = st.next_event_seq

@@ -2,7 +2,8 @@
 
 Contract: ``UsedIds.add_new(clid)`` adds ``clid`` and returns True, or returns False if it was
 already there; ``len()`` and iteration (in no particular order: callers that need an order sort)
-cover every id added.
+cover every id added. ``sorted_ids()`` lists them sorted (the same list in any process, as a
+snapshot needs); ``update(ids)`` adds many (restoring a snapshot).
 
 Why not one ``set``: a busy session uses millions of ids a day, and a hash table grows by
 copying itself, so one insert in a million would stop matching for tens of milliseconds. The
@@ -12,7 +13,8 @@ nothing in matching iterates these tables, so the engine stays deterministic.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from itertools import chain
+from typing import Iterable, Iterator
 
 __all__ = ["UsedIds", "SHARD_MASK"]
 
@@ -45,3 +47,14 @@ class UsedIds:
     def __iter__(self) -> Iterator[str]:
         for shard in self.shards:
             yield from shard
+
+    def sorted_ids(self) -> list[str]:
+        """Every id, sorted: independent of the hash seed that spread them over the shards."""
+        ids = list(chain.from_iterable(self.shards))
+        ids.sort()
+        return ids
+
+    def update(self, ids: Iterable[str]) -> None:
+        shards = self.shards
+        for clid in ids:
+            shards[hash(clid) & _MASK].add(clid)

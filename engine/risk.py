@@ -59,4 +59,12 @@ class FirmRisk:
         self.executed += exec_price * qty
 
     def snapshot(self) -> tuple[str, int, int, int, bool]:
+        """The mutable state: (id, limit, open, executed, halted)."""
         return (self.id, self.limit, self.open, self.executed, self.halted)
+
+    def restore(self, limit: int, open_: int, executed: int, halted: bool) -> None:
+        """Set the mutable state back to what ``snapshot`` returned (restoring a snapshot)."""
+        self.limit = limit
+        self.open = open_
+        self.executed = executed
+        self.halted = bool(halted)

@@ -5,7 +5,16 @@ This module is the thin I/O shell around the pure parts (``engine.core``, ``engi
 
 - Start-up: the journal is recovered (a torn tail is cut off), checked against this node's
   release and configuration digest, and replayed; every replayed batch must reproduce the
-  recorded events byte for byte, otherwise the engine refuses to start.
+  recorded events byte for byte, otherwise the engine refuses to start. With snapshots on
+  (``snapshot_every_commands`` > 0) the newest valid snapshot (engine.snapshot) is loaded first
+  and only the records after it are replayed; the records it covers are indexed for history
+  without being replayed. A snapshot that cannot be used is ignored with a warning naming the
+  reason (then the next older one, then a full replay).
+- Snapshots are taken at a batch boundary whose records are all durable: every
+  ``snapshot_every_commands`` commands and at a clean stop. A periodic snapshot is made by a
+  forked child from its copy-on-write image of the engine (export, digest, encode, write), so
+  matching pauses only for the fork; the clean stop's is made in the loop. The newest two are
+  kept.
 - Group commit: submissions that arrive while a batch is being processed form the next batch.
   A batch's record is appended and committed (fsync per policy) before any of its events or acks
   leave the process, so nothing acknowledged can be lost by a crash. With fsync per batch the
@@ -34,6 +43,7 @@ import msgspec
 from bourse import RELEASE
 from bourse.config import BourseConfig
 from engine import journal as jr
+from engine import snapshot as snap
 from engine.commands import OPERATOR_COMMANDS, RaiseAlert
 from engine.core import Engine
 from engine.history import HistoryIndex
@@ -88,6 +98,12 @@ class EngineServer:
         self.replication_port = 0
         self.alerts: list[str] = []
         self.failed: BaseException | None = None
+        self.snapshot_loaded: str | None = None   # the snapshot recover() started from
+        self.replayed_records = 0                 # journal records recover() replayed
+        self._snap_every = self.ecfg.snapshot_every_commands
+        self._snap_due = 1 << 62                  # next_cmd_seq at which a snapshot is due
+        self._snap_writer: snap.Writer | None = None
+        self._snap_loaded_cmd = 0                 # next_cmd_seq of the loaded snapshot
 
     # ------------------------------------------------------------------ start-up
 
@@ -116,18 +132,34 @@ class EngineServer:
             if result.truncated_bytes and not result.zero_tail:
                 log.warning("journal %s: cut off a torn tail of %d bytes after %d valid records",
                             path, result.truncated_bytes, result.records_valid)
-            self.history = HistoryIndex(result.data_offset)
-            for offset, payload in jr.iter_records(path):
+            loaded = self._load_snapshot(path, result) if self._snap_every else None
+            if loaded is not None:
                 try:
-                    rec = replay(self.engine, payload, self._enc)
-                except ReplayDivergence as exc:
-                    raise StartupError(f"journal {path}: {exc}") from None
-                self.history.add(rec.first_event_seq, offset)
-                if rec.cmds:
-                    self._last_ts = max(self._last_ts, rec.cmds[-1].ts)
-            log.info("journal %s: replayed %d records, next command %d, next event %d",
-                     path, result.records_valid, self.engine.next_cmd_seq,
-                     self.engine.next_event_seq)
+                    self._replay(path, loaded, result.data_offset)
+                except StartupError as exc:
+                    # the journal after the snapshot does not replay: try without it, so that
+                    # a bad snapshot can never stop the engine (a bad journal still does)
+                    log.warning("snapshot %s ignored: the records after it do not replay (%s)",
+                                loaded.path, exc)
+                    loaded = None
+            if loaded is None:
+                self._replay(path, None, result.data_offset)
+            if loaded is not None:
+                self.snapshot_loaded = loaded.path
+                self._snap_loaded_cmd = loaded.header.next_cmd_seq
+                log.info("journal %s: restored snapshot %s (commands up to %d, %d records "
+                         "indexed without replay), replayed %d of %d records, next command "
+                         "%d, next event %d", path, os.path.basename(loaded.path),
+                         loaded.header.next_cmd_seq - 1, loaded.records,
+                         self.replayed_records, result.records_valid,
+                         self.engine.next_cmd_seq, self.engine.next_event_seq)
+            else:
+                log.info("journal %s: replayed %d records, next command %d, next event %d",
+                         path, self.replayed_records, self.engine.next_cmd_seq,
+                         self.engine.next_event_seq)
+        elif self._snap_every and snap.list_snapshots(self.ecfg.journal_dir):
+            log.warning("snapshot files in %s but no journal: ignored (they are removed when "
+                        "the first new snapshot is written)", self.ecfg.journal_dir)
         self.journal = jr.JournalWriter.open(path, header, fsync=self.ecfg.fsync,
                                              fsync_interval_ms=self.ecfg.fsync_interval_ms)
         if self.history is None:
@@ -136,6 +168,54 @@ class EngineServer:
         self.released_next_event = self.engine.next_event_seq
         self.reader = jr.JournalReader(path)
         self._sequenced_req = dict(self.engine.last_req)
+        if self._snap_every:
+            kept = [self.snapshot_loaded] if self.snapshot_loaded else []
+            self._snap_writer = snap.Writer(self.ecfg.journal_dir, kept, self._snap_loaded_cmd)
+            # the last snapshot (or the journal's start) plus the period: right after the first
+            # batch when a long journal was replayed without one
+            self._snap_due = max(self._snap_loaded_cmd, 1) + self._snap_every
+
+    def _load_snapshot(self, path: str, result: jr.RecoveryResult) -> "snap.Loaded | None":
+        """The newest snapshot that is valid for this journal, restored; None if none is."""
+        for candidate in snap.list_snapshots(self.ecfg.journal_dir):
+            try:
+                return snap.load(candidate, self.cfg.market, release=RELEASE,
+                                 config_digest=self.cfg.digest, journal_path=path,
+                                 journal_header=result.header, data_offset=result.data_offset,
+                                 end_offset=result.end_offset)
+            except snap.SnapshotInvalid as exc:
+                log.warning("snapshot %s ignored: %s", candidate, exc)
+            except Exception as exc:   # a snapshot only saves time: any failure -> replay
+                log.warning("snapshot %s ignored: %s: %s", candidate, type(exc).__name__, exc)
+        return None
+
+    def _replay(self, path: str, loaded: "snap.Loaded | None", data_offset: int) -> None:
+        """Replay the journal from the start, or after a loaded snapshot, into a fresh engine."""
+        if loaded is None:
+            self.engine = Engine(self.cfg.market)
+            self.history = HistoryIndex(data_offset)
+            self._last_ts = 0
+            start = None
+        else:
+            self.engine = loaded.engine
+            self.history = loaded.history
+            self._last_ts = loaded.header.last_ts
+            start = loaded.header.journal_offset
+        self.sequencer = Sequencer(self.engine)
+        engine = self.engine
+        history = self.history
+        enc = self._enc
+        replayed = 0
+        for offset, payload in jr.iter_records(path, start_offset=start):
+            try:
+                rec = replay(engine, payload, enc)
+            except ReplayDivergence as exc:
+                raise StartupError(f"journal {path}: {exc}") from None
+            history.add(rec.first_event_seq, offset)
+            if rec.cmds:
+                self._last_ts = max(self._last_ts, rec.cmds[-1].ts)
+            replayed += 1
+        self.replayed_records = replayed
 
     async def start(self) -> None:
         if self.journal is None:
@@ -184,11 +264,23 @@ class EngineServer:
                 self._durable(self.journal.synced_offset, None)
         for c in list(self._conns):
             c.transport.close()
+        closed = False
         if self.journal is not None:
             try:
                 self.journal.close()     # writes what is buffered and syncs
+                closed = True
             except OSError as exc:
                 log.critical("ALERT CRITICAL: journal close failed: %s", exc)
+        writer = self._snap_writer
+        if writer is not None:
+            writer.join()
+            if (closed and self.failed is None and not self._unsynced
+                    and self.engine.next_cmd_seq > 1
+                    and writer.last_cmd != self.engine.next_cmd_seq):
+                # a clean stop: the whole journal is durable (fsync "never": written)
+                cap = self._capture()
+                if cap is not None:
+                    writer.write(cap)
         if self.reader is not None:
             self.reader.close()
 
@@ -254,6 +346,8 @@ class EngineServer:
         if syncer is None:
             self.released_offset = journal.offset
             self._release(batch)
+            if self.engine.next_cmd_seq >= self._snap_due:
+                self._periodic_snapshot()
         else:
             # Released by _durable once the sync thread reports it on disk; the loop goes
             # on matching the next batch meanwhile.
@@ -289,6 +383,8 @@ class EngineServer:
             end, batch = unsynced.popleft()
             self.released_offset = end
             self._release(batch)
+        if not unsynced and self.engine.next_cmd_seq >= self._snap_due:
+            self._periodic_snapshot()    # every batch run so far is durable
         if self._pending and not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._run_batch)
@@ -338,6 +434,58 @@ class EngineServer:
                 c.close_with(Disconnect(
                     f"slow consumer: more than {limit} bytes unsent; reconnect from seq "
                     f"{c.last_seq + 1}", c.last_seq))
+
+    def _periodic_snapshot(self) -> None:
+        """(loop, at a batch boundary with nothing unsynced) Start a snapshot in a forked child
+        (a thread where there is no fork); if the previous one is still being written, retry
+        after the next batch."""
+        writer = self._snap_writer
+        if self.failed is not None or writer is None or writer.busy:
+            return
+        journal = self.journal
+        if self.ecfg.fsync != "never" and journal.synced_offset < journal.offset:
+            try:    # fsync "interval": make the captured state durable first
+                journal.sync(self.clock())
+            except OSError as exc:
+                self._fail_stop(exc)
+                return
+        self._snap_due = self.engine.next_cmd_seq + self._snap_every
+        if hasattr(os, "fork"):
+            if writer.fork(self._capture_or_raise, self.engine.next_cmd_seq):
+                self._poll_snapshot()
+                return
+        cap = self._capture()
+        if cap is not None:
+            writer.submit(cap)
+
+    def _poll_snapshot(self) -> None:
+        """Reap the snapshot child once it is done (every 50 ms until then)."""
+        writer = self._snap_writer
+        if writer is not None and writer.poll():
+            asyncio.get_running_loop().call_later(0.05, self._poll_snapshot)
+
+    def _capture_or_raise(self) -> snap.Capture:
+        """``_capture`` that raises instead of logging (the snapshot child reports it)."""
+        journal = self.journal
+        engine = self.engine
+        return snap.capture(
+            engine, directory=self.ecfg.journal_dir, journal_path=journal.path,
+            release=RELEASE, config_digest=self.cfg.digest,
+            journal_created_ns=journal.header.created_ns, journal_offset=journal.offset,
+            # every record holds at least one event: the last event's record is the last
+            last_record_offset=(self.history.locate(engine.next_event_seq - 1)
+                                if engine.next_event_seq > 1 else -1),
+            last_ts=self._last_ts, now_ns=self.clock())
+
+    def _capture(self) -> snap.Capture | None:
+        """Export the state for a snapshot (None, logged, if that fails: a snapshot is only an
+        optimisation and must never disturb the engine)."""
+        try:
+            return self._capture_or_raise()
+        except Exception as exc:
+            log.error("snapshot at command %d not taken: %s: %s", self.engine.next_cmd_seq,
+                      type(exc).__name__, exc)
+            return None
 
     def _arm_sync_timer(self) -> None:
         loop = asyncio.get_running_loop()

@@ -369,6 +369,28 @@ def test_engine_sizes_positive(tmp_path):
                  "market.price_decimals", "<= 9")
 
 
+def test_snapshot_every_commands(tmp_path):
+    assert EngineConfig().snapshot_every_commands == 1_000_000
+    assert load_config(None).engine.snapshot_every_commands == 1_000_000
+    assert load_text(tmp_path, "[engine]\nsnapshot_every_commands = 0\n" + MINIMAL) \
+        .engine.snapshot_every_commands == 0                   # 0 = snapshots off
+    assert load_text(tmp_path, "[engine]\nsnapshot_every_commands = 5000\n" + MINIMAL) \
+        .engine.snapshot_every_commands == 5000
+    key = "engine.snapshot_every_commands"
+    expect_error(tmp_path, f"[engine]\n{key[7:]} = -1\n" + MINIMAL, key, ">= 0", "-1")
+    expect_error(tmp_path, f"[engine]\n{key[7:]} = 1000.0\n" + MINIMAL, key,
+                 "expected an integer", "float")
+    expect_error(tmp_path, f"[engine]\n{key[7:]} = true\n" + MINIMAL, key, "expected an integer")
+    expect_error(tmp_path, f'[engine]\n{key[7:]} = "1000"\n' + MINIMAL, key,
+                 "expected an integer")
+    expect_error(tmp_path, f"[engine]\n{key[7:]} = {2 ** 63}\n" + MINIMAL, key)
+    expect_error(tmp_path, "[engine]\nsnapshot_every_command = 5\n" + MINIMAL,
+                 "engine.snapshot_every_command", "unknown key", "snapshot_every_commands")
+    # a process-local key: not part of the digest
+    assert load_text(tmp_path, "[engine]\nsnapshot_every_commands = 7\n" + MINIMAL).digest == \
+        load_text(tmp_path, MINIMAL).digest
+
+
 def test_toml_syntax_error(tmp_path):
     text = MINIMAL.replace('lot_size = 10', 'lot_size = = 10')
     err = expect_error(tmp_path, text, None, "invalid TOML", "line 9, column")
