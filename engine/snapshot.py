@@ -498,7 +498,7 @@ class Writer:
                 # Hold none of the engine's sockets or files: a connection the engine closes
                 # must close now, not when this child exits.
                 os.closerange(3, w)
-                os.closerange(w + 1, 1 << 16)
+                os.closerange(w + 1, max(w + 1, os.sysconf("SC_OPEN_MAX")))
                 cap = capture_fn()
                 t1 = time.perf_counter_ns()
                 write_capture(cap)
@@ -522,8 +522,8 @@ class Writer:
         pid, r, next_cmd, fork_ns = self._child
         try:
             done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            done, status = pid, 1
+        except ChildProcessError:       # reaped elsewhere: it has exited; its report decides
+            done, status = pid, 0
         if done == 0:
             return True
         self._child = None

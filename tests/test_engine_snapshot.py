@@ -499,3 +499,21 @@ def test_journal_verify_reports_snapshots(tmp_path, capsys):
     assert f"snapshot {os.path.basename(older)}: commands up to " in out
     assert "DIFFERS from full replay" in out
     assert "not usable: body checksum mismatch" in out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forked_writer_reports_a_failed_capture_and_keeps_going(tmp_path, caplog):
+    """The child's failure is logged in the engine with its reason; nothing is written or
+    kept, and the next snapshot can start."""
+    w = snap.Writer(str(tmp_path))
+
+    def broken():
+        raise RuntimeError("export failed on purpose")
+
+    with caplog.at_level(logging.INFO, "bourse.engine"):
+        assert w.fork(broken, 101)
+        w.join()
+    assert "snapshot at command 101 not written: RuntimeError: export failed on purpose" \
+        in caplog.text
+    assert not w.busy and w.written == 0 and w.kept == [] and w.last_cmd == 0
+    assert snap.list_snapshots(str(tmp_path)) == []
