@@ -28,8 +28,8 @@ import msgspec
 from bourse import RELEASE
 from engine.commands import Command
 from engine.link import (
-    FROM_ENGINE_DECODER, HEADER, MAX_FRAME, Disconnect, Events, Hello, Ping, Refused, Submit,
-    Welcome,
+    FROM_ENGINE_DECODER, HEADER, MAX_FRAME, Disconnect, Events, FrameBuffer, FrameError, Hello,
+    Ping, Refused, Submit, Welcome,
 )
 
 #: Bytes asked of the socket's buffer per read (what has arrived, up to this).
@@ -52,7 +52,7 @@ class EngineLink:
         self.welcome = welcome
         self.next_req = welcome.last_req_id + 1
         self._enc = msgspec.msgpack.Encoder()
-        self._buf = bytearray()
+        self._frames = FrameBuffer()
         self._ready: collections.deque = collections.deque()
 
     @classmethod
@@ -106,32 +106,18 @@ class EngineLink:
             out = list(self._ready)
             self._ready.clear()
             return out
-        buf = self._buf
+        frames = self._frames
         decode = FROM_ENGINE_DECODER.decode
         while True:
             data = await self.reader.read(READ_CHUNK)
             if not data:
                 return []
-            buf += data
-            out = []
-            pos, end = 0, len(buf)
-            view = memoryview(buf)
             try:
-                while end - pos >= 4:
-                    (n,) = HEADER.unpack_from(buf, pos)
-                    if n > MAX_FRAME:
-                        raise LinkClosed(f"frame of {n} bytes exceeds the limit")
-                    if end - pos - 4 < n:
-                        break
-                    try:
-                        out.append(decode(view[pos + 4:pos + 4 + n]))
-                    except msgspec.DecodeError as exc:
-                        raise LinkClosed(f"undecodable message from the engine: {exc}") from None
-                    pos += 4 + n
-            finally:
-                view.release()
-            if pos:
-                del buf[:pos]
+                out = [decode(body) for body in frames.feed(data)]
+            except FrameError as exc:
+                raise LinkClosed(str(exc)) from None
+            except msgspec.DecodeError as exc:
+                raise LinkClosed(f"undecodable message from the engine: {exc}") from None
             if out:
                 return out
 
