@@ -2,7 +2,7 @@
 
     python -m bench.fix_gateway [--orders N] [--sessions S] [--window W] [--rate R]
                                 [--duration SEC] [--tick-ms T] [--no-quickfix]
-                                [--profile-gateway FILE]
+                                [--episodes MS] [--profile-gateway FILE]
 
 Starts the stack as real processes in a temporary directory: the engine (journal on, fsync
 every batch) and a FIX gateway (message store on), then drives FIX sessions over TCP with
@@ -415,7 +415,26 @@ def latency(port: int, sender: str, account: str, rate: float, duration: float,
     stamps.release()
     stamps_mem.close()
     return {"orders": n, "news": scan.news, "offered_rate": sent / max(offered_ns / 1e9, 1e-9),
-            "lat": lat, "rejects": scan.rejects, "problems": scan.others}
+            "lat": lat, "sent_at": scan.sent_at, "rejects": scan.rejects,
+            "problems": scan.others}
+
+
+def episodes(sent_at: list[int], lat: list[int], slow_ns: int, gap_ns: int = 3_000_000
+             ) -> list[tuple[int, int, int]]:
+    """Runs of orders slower than ``slow_ns`` sent within ``gap_ns`` of each other:
+    (start, relative to the first order sent; orders; worst latency), in ns."""
+    slow = sorted((t, x) for t, x in zip(sent_at, lat) if x > slow_ns)
+    t0 = min(sent_at) if sent_at else 0
+    out: list[list[int]] = []
+    last = None
+    for t, x in slow:
+        if last is not None and t - last < gap_ns:
+            out[-1][1] += 1
+            out[-1][2] = max(out[-1][2], x)
+        else:
+            out.append([t - t0, 1, x])
+        last = t
+    return [tuple(e) for e in out]
 
 
 class ReportScan:
@@ -431,6 +450,7 @@ class ReportScan:
         self.stamps = stamps
         self.tag = b"\x0111=" + tag
         self.latencies: list[int] = []
+        self.sent_at: list[int] = []        # the send time of each latency sample
 
     def feed(self, data: bytes, now: int) -> None:
         buf = self.buf + data
@@ -443,11 +463,13 @@ class ReportScan:
         n = done.count(b"\x01150=0\x01")
         self.news += n
         if self.stamps is not None and n:
-            ts, tag, lat = self.stamps, self.tag, self.latencies
+            ts, tag, lat, sent_at = self.stamps, self.tag, self.latencies, self.sent_at
             pos = done.find(tag)
             while pos >= 0:
                 e = done.index(b"\x01", pos + 1)
-                lat.append(now - ts[int(done[pos + len(tag):e])])
+                t = ts[int(done[pos + len(tag):e])]
+                lat.append(now - t)
+                sent_at.append(t)
                 pos = done.find(tag, e)
         if b"\x01150=8\x01" in done:
             self.rejects += done.count(b"\x01150=8\x01")
@@ -572,6 +594,11 @@ def run_target(name: str, start, tmp: Path, args) -> dict:
     print("      order sent -> ExecutionReport(New) received, us: " + "  ".join(
         f"p{k:g}={v / 1000:,.0f}" if k != 100 else f"max={v / 1000:,.0f}" for k, v in p.items()))
     print(f"      CPU: {lat['cpu']}")
+    if args.episodes:
+        eps = episodes(lat["sent_at"], lat["lat"], int(args.episodes * 1e6))
+        print(f"      orders slower than {args.episodes:g} ms: {len(eps)} episodes "
+              "(start s: orders, worst ms): " + ", ".join(
+                  f"{s / 1e9:.2f}: {k}, {w / 1e6:.1f}" for s, k, w in eps))
     for prob in (t["problems"] + lat["problems"])[:3]:
         print("      unexpected:", prob.replace(b"\x01", b"|")[:200].decode(errors="replace"))
     return {"rate": t["rate"], "p": p}
@@ -594,6 +621,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fsync", default="batch", choices=("batch", "interval", "never"),
                     help="engine journal fsync policy (default: every batch)")
     ap.add_argument("--no-quickfix", action="store_true", help="skip the QuickFIX reference")
+    ap.add_argument("--episodes", type=float, metavar="MS", default=0.0,
+                    help="latency run: list the episodes of orders slower than MS ms")
     ap.add_argument("--profile-gateway", metavar="FILE",
                     help="run the gateway under cProfile, writing FILE.<run> (numbers then "
                          "include the profiler's cost)")

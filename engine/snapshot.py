@@ -14,9 +14,9 @@ Contract
 - Restoring a snapshot and applying the commands that follow it gives byte-identical events and
   the same ``state_digest`` as replaying the whole journal. Nothing in the state depends on a
   hash seed: integers only, no floats; every sequence keeps the engine's own order (levels in
-  key order, orders in time priority, open orders, sessions and ``last_req`` in dict order) and
-  the used-id sets, which have no order, are written sorted. So one state always encodes to the
-  same bytes, in any process.
+  key order, orders in time priority, sessions and ``last_req`` in dict order), open orders
+  are listed by order id, and the used and live ids, kept in tables spread by hash, are written
+  sorted. So one state always encodes to the same bytes, in any process.
 - A snapshot is taken only at a batch boundary whose records are all durable (with
   ``fsync = "never"``: written), so it never covers anything a crash could take back.
 
@@ -157,8 +157,8 @@ class FirmState(msgspec.Struct, frozen=True, array_like=True):
 
 
 class SessionState(msgspec.Struct, frozen=True, array_like=True):
-    """One session's ClOrdIDs: every id it used (sorted) and its live ids (clid, order id),
-    in the engine's order."""
+    """One session's ClOrdIDs: every id it used and its live ids (clid, order id), both
+    sorted by id."""
 
     name: str
     used: list[str]

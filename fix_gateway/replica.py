@@ -10,6 +10,10 @@ Contract:
 - For each event it returns ``Report`` values: what to tell which session (an execution report,
   a cancel reject, a mass cancel report). Turning them into FIX messages is ``fix_gateway.reports``'
   job. Pure: no I/O, no clock.
+- No latency spikes as the day's orders pile up: the maps with an entry per order are split
+  into many small dicts by key (``SHARDS``). A dict grows by copying itself, and one copy of a
+  100,000-entry dict stops the gateway for about 3 ms (a million entries: about 35 ms); split,
+  each copy is a thousand times smaller and they happen at different moments.
 """
 from __future__ import annotations
 
@@ -36,6 +40,23 @@ _EXPIRING = {CancelReason.IOC_REMAINDER, CancelReason.FOK_UNFILLED, CancelReason
 
 class ReplicaGap(Exception):
     pass
+
+
+SHARDS = 1024            # the map of every order, by order id
+_MASK = SHARDS - 1
+OWNER_SHARDS = 64        # the per-session and per-firm maps
+_OMASK = OWNER_SHARDS - 1
+
+
+def _owner_shards(table: dict, owner: str) -> list[dict]:
+    shards = table.get(owner)
+    if shards is None:
+        shards = table[owner] = [{} for _ in range(OWNER_SHARDS)]
+    return shards
+
+
+def _order_id(o: "OrderView") -> int:
+    return o.order_id
 
 
 class OrderView:
@@ -142,12 +163,14 @@ class Replica:
         self.refdata = refdata
         self.instruments = {i.symbol: i for i in refdata.instruments}
         self.next_seq = 1
-        self.orders: dict[int, OrderView] = {}
-        # session -> client order id -> order id (nested: no key tuple to make and collect
-        # per order)
-        self.by_clid: dict[str, dict[str, int]] = {}
-        self.open_by_session: dict[str, dict[int, OrderView]] = {}
-        self.open_by_firm: dict[str, dict[int, OrderView]] = {}
+        # order id -> order, in SHARDS dicts by order id (orders[oid & _MASK][oid])
+        self.orders: list[dict[int, OrderView]] = [{} for _ in range(SHARDS)]
+        # session -> client order id -> order id, in OWNER_SHARDS dicts by hash of the id
+        # (nested: no key tuple to make and collect per order)
+        self.by_clid: dict[str, list[dict[str, int]]] = {}
+        # session / firm -> open orders, in OWNER_SHARDS dicts by order id
+        self.open_by_session: dict[str, list[dict[int, OrderView]]] = {}
+        self.open_by_firm: dict[str, list[dict[int, OrderView]]] = {}
         # books[symbol][side] = {price: (qty, orders)}
         self.books: dict[str, dict[int, dict[int, tuple[int, int]]]] = {
             s: {Side.BUY: {}, Side.SELL: {}} for s in self.instruments}
@@ -174,19 +197,19 @@ class Replica:
     def _accepted(self, ev: OrderAccepted) -> list:
         o = OrderView(ev)
         oid = ev.order_id
-        self.orders[oid] = o
+        self.orders[oid & _MASK][oid] = o
         clids = self.by_clid.get(ev.session)
         if clids is None:
-            clids = self.by_clid[ev.session] = {}
-        clids[ev.cl_ord_id] = oid
+            clids = _owner_shards(self.by_clid, ev.session)
+        clids[hash(ev.cl_ord_id) & _OMASK][ev.cl_ord_id] = oid
         by_session = self.open_by_session.get(ev.session)
         if by_session is None:
-            by_session = self.open_by_session[ev.session] = {}
-        by_session[oid] = o
+            by_session = _owner_shards(self.open_by_session, ev.session)
+        by_session[oid & _OMASK][oid] = o
         by_firm = self.open_by_firm.get(ev.firm)
         if by_firm is None:
-            by_firm = self.open_by_firm[ev.firm] = {}
-        by_firm[oid] = o
+            by_firm = _owner_shards(self.open_by_firm, ev.firm)
+        by_firm[oid & _OMASK][oid] = o
         # _report(o, seq, NEW, ts) of the order just built, spelled out
         return [ExecReport(str(ev.seq), NEW, NEW, ev.session, ev.firm, ev.account, oid,
                            ev.cl_ord_id, "", ev.instrument, ev.side, ev.ord_type, ev.tif,
@@ -202,7 +225,7 @@ class Replica:
         out = []
         for oid, leaves, suffix in ((ev.buy_order_id, ev.buy_leaves, "B"),
                                     (ev.sell_order_id, ev.sell_leaves, "S")):
-            o = self.orders.get(oid)
+            o = self.orders[oid & _MASK].get(oid)
             if o is None:
                 continue
             o.cum_qty += ev.qty
@@ -216,7 +239,7 @@ class Replica:
         return out
 
     def _cancelled(self, ev: OrderCancelled) -> list:
-        o = self.orders.get(ev.order_id)
+        o = self.get(ev.order_id)
         if o is None:
             return []
         o.leaves = 0
@@ -225,32 +248,35 @@ class Replica:
         if ev.reason == CancelReason.REQUESTED and ev.cl_ord_id:
             o.session = ev.session              # the requesting session gets the report
             o.orig_cl_ord_id, o.cl_ord_id = o.cl_ord_id, ev.cl_ord_id
-            self.by_clid.setdefault(o.session, {})[ev.cl_ord_id] = o.order_id
+            self._set_clid(o.session, ev.cl_ord_id, o.order_id)
             return [_report(o, f"{ev.seq}", o.status, ev.ts, orig=o.orig_cl_ord_id)]
         return [_report(o, f"{ev.seq}", o.status, ev.ts, text=CANCEL_TEXT.get(ev.reason, ""))]
 
     def _replaced(self, ev: OrderReplaced) -> list:
-        o = self.orders.get(ev.order_id)
+        o = self.get(ev.order_id)
         if o is None:
             return []
         if ev.session != o.session:
-            self.open_by_session.get(o.session, {}).pop(o.order_id, None)
-            self.open_by_session.setdefault(ev.session, {})[o.order_id] = o
+            oid = o.order_id
+            shards = self.open_by_session.get(o.session)
+            if shards is not None:
+                shards[oid & _OMASK].pop(oid, None)
+            _owner_shards(self.open_by_session, ev.session)[oid & _OMASK][oid] = o
             o.session = ev.session
         o.orig_cl_ord_id = ev.orig_cl_ord_id
         o.cl_ord_id = ev.cl_ord_id
         o.price = ev.price
         o.qty = ev.qty
         o.leaves = ev.leaves
-        self.by_clid.setdefault(ev.session, {})[ev.cl_ord_id] = o.order_id
+        self._set_clid(ev.session, ev.cl_ord_id, o.order_id)
         return [_report(o, f"{ev.seq}", REPLACED, ev.ts, orig=ev.orig_cl_ord_id)]
 
     def _cancel_rejected(self, ev: CancelRejected) -> list:
-        o = self.orders.get(ev.order_id) if ev.order_id else None
+        o = self.get(ev.order_id) if ev.order_id else None
         if o is None and ev.reason == RejectReason.UNKNOWN_ORDER and ev.orig_cl_ord_id:
             # the engine knows only live orders: a done order of this session is "too late"
-            oid = self.by_clid.get(ev.session, {}).get(ev.orig_cl_ord_id)
-            o = self.orders.get(oid) if oid else None
+            oid = self._clid(ev.session, ev.orig_cl_ord_id)
+            o = self.get(oid) if oid else None
         status = o.status if o is not None else REJECTED
         firm = o.firm if o is not None else ""
         too_late = o is not None and not o.is_open
@@ -285,23 +311,46 @@ class Replica:
         return []
 
     def _close(self, o: OrderView) -> None:
-        self.open_by_session.get(o.session, {}).pop(o.order_id, None)
-        self.open_by_firm.get(o.firm, {}).pop(o.order_id, None)
+        oid = o.order_id
+        shards = self.open_by_session.get(o.session)
+        if shards is not None:
+            shards[oid & _OMASK].pop(oid, None)
+        shards = self.open_by_firm.get(o.firm)
+        if shards is not None:
+            shards[oid & _OMASK].pop(oid, None)
+
+    def _set_clid(self, session: str, cl_ord_id: str, oid: int) -> None:
+        _owner_shards(self.by_clid, session)[hash(cl_ord_id) & _OMASK][cl_ord_id] = oid
+
+    def _clid(self, session: str, cl_ord_id: str) -> Optional[int]:
+        shards = self.by_clid.get(session)
+        return shards[hash(cl_ord_id) & _OMASK].get(cl_ord_id) if shards is not None else None
 
     # ------------------------------------------------------------------ queries
 
+    def get(self, order_id: int) -> Optional[OrderView]:
+        """The order with this id (open or done), None if unknown."""
+        return self.orders[order_id & _MASK].get(order_id)
+
+    def order_count(self) -> int:
+        return sum(map(len, self.orders))
+
     def find(self, session: str, cl_ord_id: str = "", order_id: int = 0) -> Optional[OrderView]:
         if order_id:
-            return self.orders.get(order_id)
-        oid = self.by_clid.get(session, {}).get(cl_ord_id)
-        return self.orders.get(oid) if oid else None
+            return self.get(order_id)
+        oid = self._clid(session, cl_ord_id)
+        return self.get(oid) if oid else None
 
     def open_orders(self, session: str = "", instrument: str = "", firm: str = ""
                     ) -> list[OrderView]:
         """Open orders of a session, or of a whole firm, in order-id order."""
-        orders = (self.open_by_firm.get(firm, {}) if firm
-                  else self.open_by_session.get(session, {}))
-        return [o for o in orders.values() if not instrument or o.instrument == instrument]
+        shards = (self.open_by_firm.get(firm) if firm else self.open_by_session.get(session))
+        if shards is None:
+            return []
+        out = [o for shard in shards for o in shard.values()
+               if not instrument or o.instrument == instrument]
+        out.sort(key=_order_id)
+        return out
 
     def depth(self, symbol: str, side: int, levels: int = 0) -> list[tuple[int, int, int]]:
         """Best-first (price, qty, orders) of one side; ``levels`` 0 means the whole side."""

@@ -843,3 +843,25 @@ def test_empty_cl_ord_id_is_never_a_duplicate_and_never_found():
     x.rest(BUY, 10000, 10, clid="")
     assert only(x.cancel(orig=""), CancelRejected).reason == R.UNKNOWN_ORDER
     assert kinds(x.cancel(order_id=a, clid="")) == ["OrderCancelled", "BookUpdate"]
+
+
+def test_tables_split_by_id_still_list_and_cancel_in_order_id_order():
+    """Open orders live in tables split by order id (and ClOrdIDs by hash): with more orders
+    than shards, mass cancels, firm halts and queries still go in order-id order, and lookups
+    by ClOrdID find every order."""
+    from engine.core import LIVE_SHARDS, ORDER_SHARDS
+    x = Ex()
+    n = ORDER_SHARDS + LIVE_SHARDS + 7
+    ids = [x.rest(BUY, 5000 + 100 * (i % 40), 10, clid=f"id{i}") for i in range(n)]
+    ids += [x.rest(BUY, 5000, 10, firm="F2", session="S2", clid=f"f2-{i}") for i in range(n)]
+    assert [o.order_id for o in x.e.open_orders()] == sorted(ids)
+    assert x.e.open_order_count() == 2 * n
+    # by ClOrdID: every live id resolves, on every shard
+    evs = x.cancel(orig="id5")
+    assert only(evs, OrderCancelled).order_id == ids[5]
+    evs = x.apply(MassCancel("OPS", "m1", firm="F1"))
+    cancelled = [e.order_id for e in evs if isinstance(e, OrderCancelled)]
+    assert cancelled == [i for i in ids[:n] if i != ids[5]]
+    evs = x.apply(SetHalt(HaltScope.FIRM, "F2", True))
+    assert [e.order_id for e in evs if isinstance(e, OrderCancelled)] == ids[n:]
+    assert x.e.open_order_count() == 0

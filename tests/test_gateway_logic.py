@@ -90,6 +90,26 @@ def test_replica_reports_fills_with_cum_leaves_and_avg():
     assert len(ids) == len(set(ids))
 
 
+def test_replica_tables_split_by_id_keep_order_id_order_and_find_every_order():
+    """The replica's per-order maps are split into small dicts (no long copy as they grow):
+    with more orders than shards, open orders still come in order-id order and every order is
+    found by id and by ClOrdID, open or done."""
+    from fix_gateway.replica import OWNER_SHARDS, SHARDS
+    m = Market()
+    n = OWNER_SHARDS * 3 + 5
+    for i in range(n):
+        m.run(new("BROKER1", "FIRM1", "F1-001", f"o{i}", 1, 10, 2700000 - 100 * (i % 50)))
+    m.run(CancelOrder("BROKER1", "FIRM1", "x1", "o7", 0))
+    opened = m.replica.open_orders(session="BROKER1")
+    assert [o.order_id for o in opened] == sorted(o.order_id for o in opened)
+    assert len(opened) == n - 1 and [o.order_id for o in opened] == \
+        [o.order_id for o in m.replica.open_orders(firm="FIRM1")]
+    for i in range(n):
+        o = m.replica.find("BROKER1", f"o{i}" if i != 7 else "x1")
+        assert o is not None and m.replica.find("BROKER1", order_id=o.order_id) is o
+    assert m.replica.order_count() == n and SHARDS > OWNER_SHARDS
+
+
 def test_replica_cancel_replace_and_reject_reports():
     m = Market()
     m.run(new("BROKER1", "FIRM1", "F1-001", "a", 1, 10, 2790000))
