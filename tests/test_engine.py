@@ -851,7 +851,7 @@ def test_tables_split_by_id_still_list_and_cancel_in_order_id_order():
     by ClOrdID find every order."""
     from engine.core import LIVE_SHARDS, ORDER_SHARDS
     x = Ex()
-    n = ORDER_SHARDS + LIVE_SHARDS + 7
+    n = 64 * ORDER_SHARDS + LIVE_SHARDS + 7          # ids wrap round the tables
     ids = [x.rest(BUY, 5000 + 100 * (i % 40), 10, clid=f"id{i}") for i in range(n)]
     ids += [x.rest(BUY, 5000, 10, firm="F2", session="S2", clid=f"f2-{i}") for i in range(n)]
     assert [o.order_id for o in x.e.open_orders()] == sorted(ids)
