@@ -236,7 +236,8 @@ class Engine:
         except KeyError:
             sess = self._sessions[session] = _Session()
         if clid:
-            shard = sess.shards[hash(clid) & 1023]    # UsedIds.add_new inlined (1023: SHARD_MASK)
+            h = hash(clid)                  # for the used-id and the live-id tables
+            shard = sess.shards[h & 1023]   # UsedIds.add_new inlined (1023: SHARD_MASK)
             if clid in shard:
                 return self._order_reject(cmd, cs, ts, seq, R_DUP)
             shard.add(clid)
@@ -344,7 +345,7 @@ class Engine:
                 o.level = lvl
                 self._orders[oid >> 6 & _OMASK][oid] = o
                 if clid:
-                    live = sess.live[hash(clid) & _LMASK]
+                    live = sess.live[h & _LMASK]
                     live[clid] = o
                     o.ids = live
                 if touched is None:
@@ -537,7 +538,8 @@ class Engine:
         except KeyError:
             sess = self._sessions[cmd.session] = _Session()
         if clid:
-            shard = sess.shards[hash(clid) & 1023]
+            h = hash(clid)                  # for the used-id and the live-id tables
+            shard = sess.shards[h & 1023]
             if clid in shard:
                 return self._cancel_reject(cmd, cs, ts, seq, R_DUP, 0, True)
             shard.add(clid)
@@ -575,7 +577,7 @@ class Engine:
         if o.ids is not None:
             del o.ids[old_clid]
         if clid:
-            live = sess.live[hash(clid) & _LMASK]
+            live = sess.live[h & _LMASK]
             live[clid] = o
             o.ids = live
         else:
