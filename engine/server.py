@@ -98,6 +98,7 @@ class EngineServer:
         self.replication_port = 0
         self.alerts: list[str] = []
         self.failed: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None   # set by start()
         self.snapshot_loaded: str | None = None   # the snapshot recover() started from
         self.replayed_records = 0                 # journal records recover() replayed
         self._snap_every = self.ecfg.snapshot_every_commands
@@ -220,7 +221,9 @@ class EngineServer:
     async def start(self) -> None:
         if self.journal is None:
             self.recover()
-        loop = asyncio.get_running_loop()
+        # asyncio.get_running_loop() costs a getpid() system call on Python 3.11: the hot
+        # paths use this reference instead
+        loop = self._loop = asyncio.get_running_loop()
         host = self.ecfg.host
         try:
             oe = await loop.create_server(lambda: _Conn(self, "order_entry"), host,
@@ -291,7 +294,7 @@ class EngineServer:
         self._pending_cmds += len(sub.cmds)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run_batch)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._run_batch)
         if self._pending_cmds > 32 * self.ecfg.max_batch_commands and not self._paused_reading:
             self._paused_reading = True
             for c in self._order_entry_nodes.values():
@@ -355,7 +358,7 @@ class EngineServer:
             syncer.request()
         if self._pending and not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run_batch)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._run_batch)
         if self._paused_reading and self._pending_cmds < 4 * self.ecfg.max_batch_commands:
             self._paused_reading = False
             for c in self._order_entry_nodes.values():
@@ -387,7 +390,7 @@ class EngineServer:
             self._periodic_snapshot()    # every batch run so far is durable
         if self._pending and not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run_batch)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._run_batch)
 
     def _release(self, batch) -> None:
         body = self._enc.encode(EventsOut(batch.first_event_seq, batch.event_count,

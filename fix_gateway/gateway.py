@@ -193,6 +193,7 @@ class Gateway:
         self.slots: dict[str, _Slot] = {}
         self.drop_copies: dict[str, list[_Slot]] = {}
         self.link: EngineLink | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None   # set by start()
         self.inflight: dict[int, object] = {}
         # id(cmd) -> MsgSeqNum and store of the message it came from (two dicts: no tuple to
         # make and collect per order)
@@ -256,6 +257,9 @@ class Gateway:
                 self.drop_copies.setdefault(s.firm, []).append(slot)
 
     async def start(self) -> None:
+        # asyncio.get_running_loop() costs a getpid() system call on Python 3.11: the hot
+        # paths use this reference instead
+        self._loop = asyncio.get_running_loop()
         if not self.slots:
             self.open_sessions()
         self._tasks.append(asyncio.ensure_future(self._engine_loop()))
@@ -304,7 +308,7 @@ class Gateway:
     def _kick(self) -> None:
         if not self._kicked:
             self._kicked = True
-            asyncio.get_running_loop().call_soon(self._flush_all)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush_all)
 
     def _flush_all(self) -> None:
         """End of a loop iteration: the stores' buffered messages and inbound sequence numbers
@@ -445,7 +449,7 @@ class Gateway:
             self._flush()          # a long input burst: let the engine start on it meanwhile
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send the queued commands to the engine (numbered, kept in ``inflight``)."""
@@ -531,7 +535,7 @@ class Gateway:
                     self._flush_all()
                     slot.conn.transport.close()
         if slot.fix.pending_resend and slot.conn is not None:
-            asyncio.get_running_loop().call_soon(self._tick_slot, slot)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._tick_slot, slot)
 
     def _on_session_event(self, slot: _Slot, ev: SessionEvent) -> None:
         if ev.kind == "logged_on":
