@@ -1213,6 +1213,15 @@ static int put_fields(Buf *b, PyObject *seq) {
     char num[32];
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = items[i];
+        if (PyBytes_CheckExact(item)) {      /* a run of encoded fields (codec.encode) */
+            Py_ssize_t k = PyBytes_GET_SIZE(item);
+            const char *s = PyBytes_AS_STRING(item);
+            if (k == 0 || s[k - 1] != SOH)
+                return 1;                    /* the reference raises */
+            if (buf_put(b, s, k) < 0)
+                return -1;
+            continue;
+        }
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2)
             return 1;
         PyObject *tag = PyTuple_GET_ITEM(item, 0);
@@ -1400,17 +1409,8 @@ static inline void put2(char *o, int v) {
     o[1] = (char)('0' + v % 10);
 }
 
-/* format_utc_timestamp(ns) -> b"YYYYMMDD-HH:MM:SS.sss" */
-static PyObject *ff_format_ts(PyObject *mod, PyObject *arg) {
-    int overflow = 0;
-    long long ns = PyLong_CheckExact(arg) ? PyLong_AsLongLongAndOverflow(arg, &overflow) : -1;
-    if (!PyLong_CheckExact(arg) || overflow || ns < 0) {
-        if (fb_format_ts == NULL) {
-            PyErr_SetString(PyExc_RuntimeError, "_fixfast: no reference registered");
-            return NULL;
-        }
-        return PyObject_CallOneArg(fb_format_ts, arg);
-    }
+/* The 21 bytes "YYYYMMDD-HH:MM:SS.sss" of ns >= 0 into o. */
+static void put_ts(char *out, long long ns) {
     long long sec = ns / 1000000000LL;
     int ms = (int)(ns % 1000000000LL / 1000000);
     if (sec != ts_cache_sec) {
@@ -1433,16 +1433,338 @@ static PyObject *ff_format_ts(PyObject *mod, PyObject *arg) {
         put2(o + 15, sod % 60);
         ts_cache_sec = sec;
     }
+    memcpy(out, ts_cache_prefix, 17);
+    out[17] = '.';
+    out[18] = (char)('0' + ms / 100);
+    out[19] = (char)('0' + ms / 10 % 10);
+    out[20] = (char)('0' + ms % 10);
+}
+
+/* format_utc_timestamp(ns) -> b"YYYYMMDD-HH:MM:SS.sss" */
+static PyObject *ff_format_ts(PyObject *mod, PyObject *arg) {
+    int overflow = 0;
+    long long ns = PyLong_CheckExact(arg) ? PyLong_AsLongLongAndOverflow(arg, &overflow) : -1;
+    if (!PyLong_CheckExact(arg) || overflow || ns < 0) {
+        if (fb_format_ts == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "_fixfast: no reference registered");
+            return NULL;
+        }
+        return PyObject_CallOneArg(fb_format_ts, arg);
+    }
     PyObject *res = PyBytes_FromStringAndSize(NULL, 21);
     if (res == NULL)
         return NULL;
-    char *o = PyBytes_AS_STRING(res);
-    memcpy(o, ts_cache_prefix, 17);
-    o[17] = '.';
-    o[18] = (char)('0' + ms / 100);
-    o[19] = (char)('0' + ms / 10 % 10);
-    o[20] = (char)('0' + ms % 10);
+    put_ts(PyBytes_AS_STRING(res), ns);
     return res;
+}
+
+/* ------------------------------------------------------------ execution report fields */
+
+/* ExecReport attribute names, interned at import. */
+enum {
+    ER_ORDER_ID, ER_CL_ORD_ID, ER_ORIG_CL_ORD_ID, ER_EXEC_ID, ER_EXEC_TYPE, ER_ORD_STATUS,
+    ER_ACCOUNT, ER_INSTRUMENT, ER_SIDE, ER_ORD_TYPE, ER_TIF, ER_PRICE, ER_QTY, ER_LAST_QTY,
+    ER_LAST_PX, ER_CUM_QTY, ER_LEAVES, ER_FILLED_NOTIONAL, ER_TRADE_ID, ER_TEXT, ER_TS, ER_N
+};
+static const char *const ER_NAMES[ER_N] = {
+    "order_id", "cl_ord_id", "orig_cl_ord_id", "exec_id", "exec_type", "ord_status",
+    "account", "instrument", "side", "ord_type", "tif", "price", "qty", "last_qty",
+    "last_px", "cum_qty", "leaves", "filled_notional", "trade_id", "text", "ts"};
+static PyObject *er_names[ER_N];
+
+static const long long POW10[19] = {
+    1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1000000LL, 10000000LL, 100000000LL,
+    1000000000LL, 10000000000LL, 100000000000LL, 1000000000000LL, 10000000000000LL,
+    100000000000000LL, 1000000000000000LL, 10000000000000000LL, 100000000000000000LL,
+    1000000000000000000LL};
+
+/* "<tag>=" (the text of tags below TAG_TEXT made once, as put_fields does) */
+static int put_tag(Buf *b, int tag) {
+    if (tag >= 0 && tag < TAG_TEXT) {
+        int k = tag_text_len[tag];
+        if (k == 0) {
+            k = fmt_ll(tag_text[tag], tag);
+            tag_text[tag][k++] = '=';
+            tag_text_len[tag] = (uint8_t)k;
+        }
+        return buf_put(b, tag_text[tag], k);
+    }
+    char t[16];
+    int k = fmt_ll(t, tag);
+    t[k++] = '=';
+    return buf_put(b, t, k);
+}
+
+/* An ASCII str without SOH: 0 and its bytes; 1 if not (the reference decides). */
+static int ascii_of(PyObject *v, const char **s, Py_ssize_t *n) {
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v))
+        return 1;
+    *s = (const char *)PyUnicode_1BYTE_DATA(v);
+    *n = PyUnicode_GET_LENGTH(v);
+    return has_soh(*s, *n);
+}
+
+/* A plain int within [0, 2**63): 0 and its value; 1 if not. */
+static int nonneg_of(PyObject *v, long long *out) {
+    if (!PyLong_CheckExact(v))
+        return 1;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || x < 0)
+        return 1;
+    *out = x;
+    return 0;
+}
+
+static int put_str_field(Buf *b, int tag, const char *s, Py_ssize_t n) {
+    if (put_tag(b, tag) < 0 || buf_put(b, s, n) < 0 || buf_put(b, "\001", 1) < 0)
+        return -1;
+    return 0;
+}
+
+static int put_int_field(Buf *b, int tag, long long v) {
+    char num[24];
+    return put_str_field(b, tag, num, fmt_ll(num, v));
+}
+
+/* Decimal text of q + r / 10**places without trailing zeros (prices.PriceFormat). */
+static int put_units(Buf *b, int tag, long long q, long long r, int places) {
+    char num[48];
+    int k = fmt_ll(num, q);
+    if (r) {
+        num[k++] = '.';
+        for (int i = places - 1; i >= 0; i--) {
+            num[k + i] = (char)('0' + r % 10);
+            r /= 10;
+        }
+        k += places;
+        while (num[k - 1] == '0')
+            k--;
+    }
+    return put_str_field(b, tag, num, k);
+}
+
+/* exec_report(r, decimals) -> bytes | None: the fields of reports.ReportWriter's
+ * execution_report(r) encoded as one run ("37=...\x01...60=...\x01"), byte for byte what
+ * encode makes of that list; None where that function is the one to decide (a reject, whose
+ * reason needs its table; non-ASCII or SOH text; negative or huge numbers; other types).
+ * The reference stays the Python function: tests compare the two on random reports. */
+static PyObject *ff_exec_report(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "exec_report(report, decimals)");
+        return NULL;
+    }
+    long decimals = PyLong_AsLong(args[1]);
+    if (decimals < 0 || decimals > 14) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *v[ER_N] = {NULL};
+    PyObject *res = NULL;
+    for (int i = 0; i < ER_N; i++) {
+        v[i] = PyObject_GetAttr(args[0], er_names[i]);
+        if (v[i] == NULL)
+            goto done;
+    }
+    const char *s[ER_N];
+    Py_ssize_t sn[ER_N];
+    long long x[ER_N];
+    static const int STRS[] = {ER_CL_ORD_ID, ER_ORIG_CL_ORD_ID, ER_EXEC_ID, ER_EXEC_TYPE,
+                               ER_ORD_STATUS, ER_ACCOUNT, ER_INSTRUMENT, ER_TEXT};
+    static const int INTS[] = {ER_ORDER_ID, ER_SIDE, ER_ORD_TYPE, ER_TIF, ER_PRICE, ER_QTY,
+                               ER_LAST_QTY, ER_LAST_PX, ER_CUM_QTY, ER_LEAVES,
+                               ER_FILLED_NOTIONAL, ER_TRADE_ID, ER_TS};
+    for (size_t i = 0; i < sizeof(STRS) / sizeof(STRS[0]); i++)
+        if (ascii_of(v[STRS[i]], &s[STRS[i]], &sn[STRS[i]]))
+            goto fallback;
+    for (size_t i = 0; i < sizeof(INTS) / sizeof(INTS[0]); i++)
+        if (nonneg_of(v[INTS[i]], &x[INTS[i]]))
+            goto fallback;
+    if (sn[ER_EXEC_TYPE] == 1 && s[ER_EXEC_TYPE][0] == '8')
+        goto fallback;                        /* OrdRejReason from the reference's table */
+    long long scale = POW10[decimals];
+    int ratio_places = (int)decimals + 4;     /* AvgPx: PriceFormat.format_ratio, extra=4 */
+    if (ratio_places > 18)
+        goto fallback;
+
+    Buf b;
+    buf_init(&b);
+    int bad = 0;
+    if (x[ER_ORDER_ID])
+        bad |= put_int_field(&b, 37, x[ER_ORDER_ID]);
+    else
+        bad |= put_str_field(&b, 37, "NONE", 4);
+    if (sn[ER_CL_ORD_ID])
+        bad |= put_str_field(&b, 11, s[ER_CL_ORD_ID], sn[ER_CL_ORD_ID]);
+    else
+        bad |= put_str_field(&b, 11, "NONE", 4);
+    if (sn[ER_ORIG_CL_ORD_ID])
+        bad |= put_str_field(&b, 41, s[ER_ORIG_CL_ORD_ID], sn[ER_ORIG_CL_ORD_ID]);
+    bad |= put_str_field(&b, 17, s[ER_EXEC_ID], sn[ER_EXEC_ID]);
+    bad |= put_str_field(&b, 150, s[ER_EXEC_TYPE], sn[ER_EXEC_TYPE]);
+    bad |= put_str_field(&b, 39, s[ER_ORD_STATUS], sn[ER_ORD_STATUS]);
+    if (sn[ER_ACCOUNT])
+        bad |= put_str_field(&b, 1, s[ER_ACCOUNT], sn[ER_ACCOUNT]);
+    bad |= put_str_field(&b, 55, s[ER_INSTRUMENT], sn[ER_INSTRUMENT]);
+    bad |= put_int_field(&b, 54, x[ER_SIDE]);
+    long long ord_type = x[ER_ORD_TYPE];
+    if (ord_type) {
+        bad |= put_int_field(&b, 40, ord_type);
+        bad |= put_int_field(&b, 59, x[ER_TIF]);
+    }
+    if (x[ER_PRICE] && ord_type != 1)         /* OrdType.MARKET: no Price */
+        bad |= put_units(&b, 44, x[ER_PRICE] / scale, x[ER_PRICE] % scale, (int)decimals);
+    bad |= put_int_field(&b, 38, x[ER_QTY]);
+    if (x[ER_LAST_QTY]) {
+        bad |= put_int_field(&b, 32, x[ER_LAST_QTY]);
+        bad |= put_units(&b, 31, x[ER_LAST_PX] / scale, x[ER_LAST_PX] % scale, (int)decimals);
+    }
+    long long cum = x[ER_CUM_QTY];
+    bad |= put_int_field(&b, 151, x[ER_LEAVES]);
+    bad |= put_int_field(&b, 14, cum);
+    if (cum) {   /* (num * 10**4 * 2 + den) // (2 * den), exact in 128 bits */
+        __int128 num = (__int128)x[ER_FILLED_NOTIONAL] * 20000 + cum;
+        __int128 scaled = num / ((__int128)2 * cum);
+        __int128 unit = POW10[ratio_places];
+        __int128 q = scaled / unit;
+        if (q > (__int128)INT64_MAX) {
+            buf_free(&b);
+            goto fallback;
+        }
+        bad |= put_units(&b, 6, (long long)q, (long long)(scaled % unit), ratio_places);
+    } else {
+        bad |= put_str_field(&b, 6, "0", 1);
+    }
+    if (x[ER_TRADE_ID])
+        bad |= put_int_field(&b, 880, x[ER_TRADE_ID]);
+    if (sn[ER_TEXT])
+        bad |= put_str_field(&b, 58, s[ER_TEXT], sn[ER_TEXT]);
+    if (!bad && put_tag(&b, 60) == 0 && buf_reserve(&b, 22) == 0) {
+        put_ts(b.p + b.len, x[ER_TS]);
+        b.p[b.len + 21] = SOH;
+        b.len += 22;
+        res = PyBytes_FromStringAndSize(b.p, b.len);
+    }
+    buf_free(&b);
+    goto done;
+fallback:
+    res = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < ER_N; i++)
+        Py_XDECREF(v[i]);
+    return res;
+}
+
+/* ------------------------------------------------------------- NewOrderSingle fields */
+
+/* The bytes of the first field ``tag`` of an indexed message: 1 found, 0 absent, -1 not
+ * bytes (a value given as another object). */
+static int msg_tag_bytes(FixMsg *m, int32_t tag, const unsigned char **p, Py_ssize_t *n) {
+    Py_ssize_t i = msg_lookup(m, tag);
+    if (i < 0)
+        return 0;
+    return msg_bytes(m, i, p, n) ? 1 : -1;
+}
+
+/* A small plain integer of 1-18 ASCII digits: 0 and its value, 1 if not. */
+static int digits_of(const unsigned char *p, Py_ssize_t n, Py_ssize_t max, long long *out) {
+    if (n < 1 || n > max || !all_digits(p, n))
+        return 1;
+    *out = digits_value(p, n);
+    return 0;
+}
+
+/* Units of a price as prices.PriceFormat.parse accepts it ("280", "280.15", ".5", "5."),
+ * 0 and the units; 1 for anything else (the reference decides, and refuses). */
+static int price_units(const unsigned char *p, Py_ssize_t n, int decimals, long long *out) {
+    Py_ssize_t dot = -1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] == '.') {
+            dot = i;
+            break;
+        }
+    Py_ssize_t wn = dot < 0 ? n : dot;
+    const unsigned char *fp = dot < 0 ? p + n : p + dot + 1;
+    Py_ssize_t fn = dot < 0 ? 0 : n - dot - 1;
+    if (wn == 0 && fn == 0)
+        return 1;
+    if ((wn && !all_digits(p, wn)) || (fn && !all_digits(fp, fn)))
+        return 1;
+    while (fn && fp[fn - 1] == '0')
+        fn--;
+    if (fn > decimals || wn > 15 || wn + decimals > 18)
+        return 1;                             /* (beyond 64 bits: the reference's big ints) */
+    long long units = (wn ? digits_value(p, wn) : 0) * POW10[decimals];
+    if (fn)
+        units += digits_value(fp, fn) * POW10[decimals - fn];
+    *out = units;
+    return 0;
+}
+
+/* An ASCII text field as str ("" if absent); NULL with no error set: not ASCII. */
+static PyObject *ascii_field(FixMsg *m, int32_t tag) {
+    const unsigned char *p;
+    Py_ssize_t n;
+    int r = msg_tag_bytes(m, tag, &p, &n);
+    if (r == 0)
+        return PyUnicode_New(0, 127);
+    if (r < 0)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] >= 128)
+            return NULL;
+    return PyUnicode_FromStringAndSize((const char *)p, n);
+}
+
+/* new_order(msg, decimals, limit) -> (instrument, ord_type, tif, price, qty, account,
+ * cl_ord_id, side) | None: what orders.OrderEntry._new reads from a NewOrderSingle that it
+ * accepts, for the plain common case (ASCII texts, unsigned integers, an exact price for an
+ * OrdType ``limit``); None leaves the message to that Python code, which stays the reference
+ * (and gives every reject). Tests compare the two on random messages. */
+static PyObject *ff_new_order(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "new_order(msg, decimals, limit)");
+        return NULL;
+    }
+    if (!FixMsg_CheckExact(args[0]) || ((FixMsg *)args[0])->noindex)
+        Py_RETURN_NONE;
+    FixMsg *m = (FixMsg *)args[0];
+    long decimals = PyLong_AsLong(args[1]);
+    long limit = PyLong_AsLong(args[2]);
+    if (decimals < 0 || decimals > 14) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    const unsigned char *p;
+    Py_ssize_t n;
+    long long ord_type, qty, tif = 0, price = 0, side;
+    if (msg_tag_bytes(m, 40, &p, &n) != 1 || digits_of(p, n, 18, &ord_type))
+        Py_RETURN_NONE;
+    if (msg_tag_bytes(m, 38, &p, &n) != 1 || digits_of(p, n, 15, &qty))
+        Py_RETURN_NONE;
+    int r = msg_tag_bytes(m, 59, &p, &n);
+    if (r < 0 || (r == 1 && n && digits_of(p, n, 18, &tif)))
+        Py_RETURN_NONE;
+    if (ord_type == limit &&
+        (msg_tag_bytes(m, 44, &p, &n) != 1 || price_units(p, n, (int)decimals, &price)))
+        Py_RETURN_NONE;
+    if (msg_tag_bytes(m, 54, &p, &n) != 1 || digits_of(p, n, 18, &side))
+        Py_RETURN_NONE;
+    PyObject *sym = ascii_field(m, 55), *acct = NULL, *clid = NULL;
+    if (sym != NULL)
+        acct = ascii_field(m, 1);
+    if (acct != NULL)
+        clid = ascii_field(m, 11);
+    if (clid == NULL) {
+        Py_XDECREF(sym);
+        Py_XDECREF(acct);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(NLLLLNNL)", sym, ord_type, tif, price, qty, acct, clid, side);
 }
 
 static const int MDAYS[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -2131,6 +2453,10 @@ static PyMethodDef module_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))ff_encode, METH_FASTCALL | METH_KEYWORDS,
      "encode(msg_type, fields, *, begin_string='FIX.4.4', sender, target, seq, sending_time, "
      "extra_header=()) -> bytes: a complete message (see codec.encode)."},
+    {"new_order", (PyCFunction)(void (*)(void))ff_new_order, METH_FASTCALL,
+     "new_order(msg, decimals, limit) -> tuple | None: a NewOrderSingle's order fields."},
+    {"exec_report", (PyCFunction)(void (*)(void))ff_exec_report, METH_FASTCALL,
+     "exec_report(report, decimals) -> bytes | None: an ExecutionReport's fields, encoded."},
     {"format_utc_timestamp", (PyCFunction)ff_format_ts, METH_O,
      "format_utc_timestamp(ns) -> b'YYYYMMDD-HH:MM:SS.sss'."},
     {"parse_utc_timestamp", (PyCFunction)ff_parse_ts, METH_O,
@@ -2167,6 +2493,9 @@ PyMODINIT_FUNC PyInit__fixfast(void) {
     s_msg_type = PyUnicode_InternFromString("msg_type");
     s_fields = PyUnicode_InternFromString("fields");
     s_default_begin = PyUnicode_InternFromString("FIX.4.4");
+    for (int i = 0; i < ER_N; i++)
+        if ((er_names[i] = PyUnicode_InternFromString(ER_NAMES[i])) == NULL)
+            return NULL;
     empty_tuple = PyTuple_New(0);
     if (!s_begin_string || !s_sender || !s_target || !s_seq || !s_sending_time ||
         !s_extra_header || !s_msg_type || !s_fields || !s_default_begin || !empty_tuple)

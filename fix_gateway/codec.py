@@ -417,10 +417,19 @@ def _field(tag: int, v: Value) -> str:
     return f"{tag}={_text(v)}\x01"
 
 
-def _body_text(fields: Iterable[tuple[int, Value]]) -> list[str]:
-    # str and int values (the common case) are formatted inline; everything else via _field
-    return [f"{t}={v}\x01" if type(v) is str or type(v) is int else _field(t, v)
-            for t, v in fields]
+def _body_text(fields: Iterable[tuple[int, Value] | bytes]) -> list[str]:
+    # str and int values (the common case) are formatted inline; everything else via _field;
+    # a bytes item is a run of fields already encoded (each "tag=value" and SOH), kept as is
+    out = []
+    for item in fields:
+        if type(item) is bytes:
+            if not item.endswith(b"\x01"):
+                raise ValueError("an encoded run of fields must end with SOH")
+            out.append(item.decode("utf-8", "surrogateescape"))
+            continue
+        t, v = item
+        out.append(f"{t}={v}\x01" if type(v) is str or type(v) is int else _field(t, v))
+    return out
 
 
 def checksum(data: bytes, start: int = 0, end: int | None = None) -> int:
@@ -446,7 +455,9 @@ def py_encode(msg_type: str | bytes, fields: Iterable[tuple[int, Value]], *,
     """Build a complete message: 8, 9, 35, 49, 56, 34, 52, extra header, body, 10.
 
     Values may be bytes, str (UTF-8), int or bool (Y/N); a value containing SOH raises
-    ValueError (a programming error: the codec never emits a corrupt frame).
+    ValueError (a programming error: the codec never emits a corrupt frame). An item of
+    ``fields`` may also be ``bytes``: fields already encoded (``reports.execution_report_wire``),
+    inserted verbatim; it must end with SOH.
     """
     parts = [f"35={_text(msg_type)}\x0149={_text(sender)}\x0156={_text(target)}"
              f"\x0134={seq}\x0152={_text(sending_time)}\x01"]
@@ -454,7 +465,9 @@ def py_encode(msg_type: str | bytes, fields: Iterable[tuple[int, Value]], *,
         parts += _body_text(extra_header)
     parts += _body_text(fields)
     text = "".join(parts)
-    if text.count("\x01") != len(parts) + 4:
+    runs = [i for i in fields if type(i) is bytes]
+    expected = len(parts) - len(runs) + 4 + sum(r.count(b"\x01") for r in runs)
+    if text.count("\x01") != expected:
         raise ValueError("a field value contains SOH")
     body = text.encode("utf-8", "surrogateescape")
     msg = b"8=%s\x019=%d\x01%s" % (_text(begin_string).encode(), len(body), body)

@@ -493,14 +493,16 @@ class Gateway:
         slot = self.slots.get(r.session)
         tag = (EVENT_SEQ_TAG, seq)
         if type(r) is ExecReport:
-            fields = self.writer.execution_report(r)
             copies = self.drop_copies.get(r.firm, ())
-            if slot is not None and (seq > slot.resume_after or _fresh(slot, seq, r.exec_id)):
-                if copies:
-                    self._send(slot, "8", fields + [tag], now)
-                else:                       # the list is not needed afterwards: no copy
+            if not copies:                  # the common case: one message, encoded at once
+                if slot is not None and (seq > slot.resume_after or _fresh(slot, seq, r.exec_id)):
+                    fields = self.writer.execution_report_wire(r)
                     fields.append(tag)
                     self._send(slot, "8", fields, now)
+                return
+            fields = self.writer.execution_report(r)
+            if slot is not None and (seq > slot.resume_after or _fresh(slot, seq, r.exec_id)):
+                self._send(slot, "8", fields + [tag], now)
             for dc in copies:
                 if _fresh(dc, seq, r.exec_id):
                     self._send(dc, "8", _drop_copy(fields, r.session) + [tag], now)

@@ -24,6 +24,7 @@ from engine.commands import (
     CancelOrder, Command, MassCancel, NewOrder, OrdType, ReplaceOrder, TimeInForce,
 )
 from engine.refdata import MarketRefData
+from fix_gateway import codec
 from fix_gateway.codec import FixMessage, format_utc_timestamp
 from fix_gateway.prices import PriceFormat
 
@@ -31,6 +32,9 @@ from fix_gateway.prices import PriceFormat
 #: User-defined tag of the exchange's dialect: F = the firm's orders (default), S = this session's.
 MASS_CANCEL_SCOPE = 20001
 _LIMIT = int(OrdType.LIMIT)       # a plain int compares faster than the enum member
+#: the compiled reading of a plain NewOrderSingle (None with the pure-Python codec); the
+#: Python code of ``OrderEntry._new`` below is the reference and handles everything else
+_new_order = getattr(codec._fast, "new_order", None) if codec._fast is not None else None
 
 
 class Forward(NamedTuple):
@@ -85,6 +89,14 @@ class OrderEntry:
     # ------------------------------------------------------------------ messages
 
     def _new(self, m: FixMessage, now: int) -> Forward | Reply:
+        if _new_order is not None:          # the common case, read by the compiled codec
+            parsed = _new_order(m, self.px.decimals, _LIMIT)
+            if parsed is not None:
+                symbol, ord_type, tif, price, qty, account, cl_ord_id, side = parsed
+                if not self._limits(symbol, ord_type, price, qty):
+                    cfg = self.cfg
+                    return Forward(NewOrder(cfg.comp_id, cfg.firm, account, cl_ord_id, symbol,
+                                            side, ord_type, tif, price, qty))
         get = m.get
         raw = get(55)
         symbol = raw.decode("utf-8", "replace") if raw is not None else ""

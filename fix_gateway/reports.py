@@ -5,6 +5,9 @@ Contract:
   OrigClOrdID, ExecID (unique: the engine event seq, with B/S for the two sides of a trade),
   ExecType, OrdStatus, Account, Symbol, Side, OrdType, TimeInForce, Price, OrderQty, LastQty,
   LastPx, CumQty, LeavesQty, AvgPx, TrdMatchID, OrdRejReason, Text and TransactTime.
+- ``execution_report_wire(r)`` gives the same message body as a list whose items ``encode``
+  takes (usually one run of encoded fields, made by the compiled codec): byte for byte what
+  ``encode`` makes of ``execution_report(r)``, which stays the reference and the fallback.
 - ``cancel_reject(r)`` gives OrderCancelReject (35=9), ``mass_cancel_report(r)`` gives
   OrderMassCancelReport (35=r).
 - Engine reject reasons map to FIX OrdRejReason (103) and CxlRejReason (102) by the tables
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from engine.commands import OrdType
 from engine.reasons import RejectReason as RR
+from fix_gateway import codec
 from fix_gateway.codec import format_utc_timestamp
 from fix_gateway.prices import PriceFormat
 from fix_gateway.replica import CancelRejectReport, ExecReport, MassCancelDone
@@ -38,6 +42,9 @@ ORD_REJ_REASON = {
 }
 OTHER = "99"
 _MARKET = int(OrdType.MARKET)
+
+#: the compiled ExecutionReport encoder (None with the pure-Python codec)
+_exec_report = getattr(codec._fast, "exec_report", None) if codec._fast is not None else None
 
 #: engine RejectReason -> CxlRejReason (102)
 CXL_REJ_REASON = {
@@ -98,6 +105,16 @@ class ReportWriter:
             add((58, r.text))
         add((60, format_utc_timestamp(r.ts)))
         return f
+
+    def execution_report_wire(self, r: ExecReport) -> list:
+        """``execution_report(r)`` for ``encode``: one run of encoded fields where the compiled
+        codec can make it (the common reports: about a tenth of the cost of the field list),
+        else that list."""
+        if _exec_report is not None:
+            run = _exec_report(r, self.px.decimals)
+            if run is not None:
+                return [run]
+        return self.execution_report(r)
 
     @staticmethod
     def cancel_reject(r: CancelRejectReport) -> list:

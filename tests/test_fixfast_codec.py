@@ -424,3 +424,101 @@ def test_selected_implementation():
     assert codec.IMPLEMENTATION in ("c", "python")
     if codec.IMPLEMENTATION == "c":
         assert codec.FixMessage is fast.FixMessage and codec._split is fast.split
+
+
+# ---------------------------------------------------------- ExecutionReport as one encoded run
+
+from engine.commands import OrdType  # noqa: E402
+from fix_gateway.replica import ExecReport  # noqa: E402
+from fix_gateway.reports import ReportWriter  # noqa: E402
+
+_texts = st.one_of(st.sampled_from(["", "0", "F", "8", "NONE", "A1", "SBER", "12B"]),
+                   st.text(alphabet="abcXYZ019 -.=|", max_size=40))
+_ints = st.one_of(st.integers(0, 10), st.integers(0, 10**12),
+                  st.sampled_from([0, 1, 2, 10**17, 2**62, 2**63 - 1]))
+#: what the compiled path must leave to the reference: non-ASCII or SOH text, negative or
+#: too large numbers, other types
+_odd = st.one_of(st.text(max_size=12), st.just("a\x01b"), st.integers(-10**6, -1),
+                 st.integers(2**63, 2**70), st.booleans(), st.none(), st.just(b"x"),
+                 st.just(1.5))
+
+
+@st.composite
+def exec_reports(draw):
+    def txt():
+        return draw(_odd if draw(st.integers(0, 60)) == 0 else _texts)
+
+    def num():
+        return draw(_odd if draw(st.integers(0, 60)) == 0 else _ints)
+
+    return ExecReport(
+        exec_id=txt(), exec_type=draw(st.sampled_from(["0", "F", "4", "5", "8", "C", "I"])),
+        ord_status=txt(), session="BROKER1", firm="FIRM1", account=txt(), order_id=num(),
+        cl_ord_id=txt(), orig_cl_ord_id=txt(), instrument=txt(), side=num(),
+        ord_type=draw(st.sampled_from([0, 1, 2, 3])), tif=num(), price=num(), qty=num(),
+        cum_qty=num(), leaves=num(), filled_notional=num(), last_px=num(), last_qty=num(),
+        trade_id=num(), reject_reason=draw(st.integers(0, 20)), text=txt(),
+        ts=draw(st.one_of(st.integers(0, 2**63 - 1), st.just(-1),
+                          st.just(1_700_000_000_123_456_789))))
+
+
+def _encoded(fields) -> bytes | Exception:
+    try:
+        return codec.py_encode("8", fields, sender="BOURSE", target="BROKER1", seq=7,
+                               sending_time=TS)
+    except Exception as exc:            # noqa: BLE001 - compared, not swallowed
+        return exc
+
+
+@settings(SLOW, max_examples=400)
+@given(exec_reports(), st.integers(0, 8))
+def test_exec_report_run_encodes_as_the_field_list(r, decimals):
+    """The compiled run is byte for byte what encode makes of the reference field list;
+    where it declines (None), the wire method hands over that list itself."""
+    w = ReportWriter(decimals)
+    try:
+        reference = w.execution_report(r)
+    except Exception:                   # noqa: BLE001 - the reference itself refuses
+        assert fast.exec_report(r, decimals) is None
+        return
+    run = fast.exec_report(r, decimals)
+    if run is None:
+        assert w.execution_report_wire(r) == reference
+        return
+    want = _encoded(reference)
+    assert not isinstance(want, Exception)
+    assert _encoded([run]) == want
+    assert fast.encode("8", [run], sender="BOURSE", target="BROKER1", seq=7,
+                       sending_time=TS) == want
+
+
+def test_exec_report_run_covers_the_common_reports():
+    """New, fill and cancel reports with ordinary values take the compiled path."""
+    w = ReportWriter(4)
+    base = dict(session="BROKER1", firm="FIRM1", account="A1", order_id=123, cl_ord_id="c1",
+                orig_cl_ord_id="", instrument="SBER", side=1, ord_type=2, tif=0,
+                price=2_800_100, qty=10, cum_qty=0, leaves=10, filled_notional=0,
+                ts=1_700_000_000_123_456_789)
+    for extra in (dict(exec_id="5", exec_type="0", ord_status="0"),
+                  dict(exec_id="6B", exec_type="F", ord_status="1", cum_qty=3, leaves=7,
+                       filled_notional=3 * 2_800_100, last_px=2_800_100, last_qty=3,
+                       trade_id=9),
+                  dict(exec_id="7", exec_type="4", ord_status="4", orig_cl_ord_id="c0",
+                       leaves=0, text="cancelled")):
+        r = ExecReport(**{**base, **extra})
+        run = fast.exec_report(r, 4)
+        assert run is not None
+        assert _encoded([run]) == _encoded(w.execution_report(r))
+    assert int(OrdType.MARKET) == 1     # the compiled path leaves Price out of OrdType 1
+    reject = ExecReport(**{**base, "exec_id": "8", "exec_type": "8", "ord_status": "8"})
+    assert fast.exec_report(reject, 4) is None       # OrdRejReason: the reference's table
+
+
+def test_encode_takes_runs_of_encoded_fields():
+    run = b"55=SBER\x0154=1\x01"
+    for enc in (fast.encode, codec.py_encode):
+        out = enc("D", [(11, "a"), run, (38, 10)], sender="S", target="T", seq=1,
+                  sending_time=TS)
+        assert b"\x0111=a\x0155=SBER\x0154=1\x0138=10\x0110=" in out
+        with pytest.raises(ValueError):
+            enc("D", [b"55=SBER"], sender="S", target="T", seq=1, sending_time=TS)
