@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import mmap
 import os
 import socket
 import struct
@@ -57,6 +58,7 @@ from fix_gateway.validator import Validator
 
 log = logging.getLogger("bourse.gateway")
 
+_U64 = struct.Struct("<Q")
 EVENT_SEQ_TAG = 20002
 _MARKET_EVENTS = (BookUpdate, Trade)
 ORDER_TYPES = frozenset({"D", "F", "G", "q"})
@@ -88,14 +90,21 @@ class _InboundStore(MessageStore):
     order the engine had already sequenced is refused as a duplicate ClOrdID, never executed
     twice). The rest of the ``MessageStore`` interface is the wrapped store's (delegated
     explicitly: attribute access on this object is on every message's path).
+
+    A store with something to write (a message buffered by ``save_sent``, a ``commit()``)
+    puts itself once on the gateway's ``dirty`` list; the end of the loop iteration
+    ``persist()``s only the stores on it, however many sessions are configured.
     """
 
-    __slots__ = ("_store", "save_sent", "get_range", "last_saved_seq", "set_next_sender_seq",
-                 "sync", "close", "flush", "_target", "_holds", "_want", "_order")
+    __slots__ = ("_store", "_save", "get_range", "last_saved_seq", "set_next_sender_seq",
+                 "sync", "close", "flush", "_target", "_holds", "_want", "_order", "dirty",
+                 "_dirty_list")
 
-    def __init__(self, store: FileStore) -> None:
+    def __init__(self, store: FileStore, dirty_list: list | None = None) -> None:
         self._store = store
-        self.save_sent = store.save_sent
+        self._save = store.save_sent
+        self.dirty = False
+        self._dirty_list = dirty_list if dirty_list is not None else []
         self.get_range = store.get_range
         self.last_saved_seq = store.last_saved_seq
         self.set_next_sender_seq = store.set_next_sender_seq
@@ -121,6 +130,12 @@ class _InboundStore(MessageStore):
 
     def set_next_target_seq(self, seq: int) -> None:
         self._target = seq                     # persisted by commit()
+
+    def save_sent(self, seq: int, data: bytes) -> None:
+        self._save(seq, data)                  # buffered (group commit) until persist()
+        if not self.dirty:
+            self.dirty = True
+            self._dirty_list.append(self)
 
     def reset(self, now_ns: int) -> None:
         self._store.reset(now_ns)
@@ -153,8 +168,12 @@ class _InboundStore(MessageStore):
         while order and order[0] not in holds:
             order.popleft()
         self._want = min(self._target, order[0]) if order else self._target
+        if not self.dirty:
+            self.dirty = True
+            self._dirty_list.append(self)
 
     def persist(self) -> None:
+        self.dirty = False
         self._store.flush()
         want = self._want
         if want and want != self._store.next_target_seq:
@@ -206,6 +225,11 @@ class Gateway:
         self._flush_scheduled = False
         self._watermark = 0                # last event seq routed, written by _flush_all
         self._watermark_written = 0
+        self._watermark_map: mmap.mmap | None = None
+        #: stores with something to persist and connections with something to write at the
+        #: end of this loop iteration (each on its list once)
+        self._dirty: list[_InboundStore] = []
+        self._out_conns: list[_FixConnection] = []
         self._kicked = False
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -231,12 +255,17 @@ class Gateway:
         self._watermark_fd = os.open(wm_path, os.O_RDWR | os.O_CREAT, 0o644)
         raw = os.pread(self._watermark_fd, 8, 0)
         watermark = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
+        if len(raw) < 8:
+            os.ftruncate(self._watermark_fd, 8)      # zeros: no event reported yet
+        # written in place through a shared mapping: in the page cache at once (as a pwrite
+        # would be, so it survives a crash of the process), without a system call per write
+        self._watermark_map = mmap.mmap(self._watermark_fd, 8)
         now = self.clock()
         for s in self.gcfg.sessions:
             try:
                 store = _InboundStore(FileStore(os.path.join(self.gcfg.store_dir, s.comp_id),
                                                 fsync=self.gcfg.store_fsync, now_ns=now,
-                                                group_commit=True))
+                                                group_commit=True), self._dirty)
             except StoreError as exc:
                 raise GatewayError(f"session {s.comp_id}: {exc}") from None
             fix = Session(SessionConfig(
@@ -302,6 +331,9 @@ class Gateway:
             slot.fix.store.close()
         if self.link is not None:
             await self.link.close()
+        if self._watermark_map is not None:
+            self._watermark_map.close()
+            self._watermark_map = None
         if self._watermark_fd >= 0:
             os.close(self._watermark_fd)
 
@@ -318,15 +350,21 @@ class Gateway:
         self._write_out()
 
     def _write_out(self) -> None:
-        """Stores, then watermark, then sockets (see ``_flush_all``)."""
-        for slot in self.slots.values():
-            slot.fix.store.persist()
+        """Stores, then watermark, then sockets (see ``_flush_all``): only the stores and
+        connections that have something to write."""
+        dirty = self._dirty
+        if dirty:
+            for store in dirty:
+                store.persist()
+            dirty.clear()
         if self._watermark != self._watermark_written:
-            os.pwrite(self._watermark_fd, struct.pack("<Q", self._watermark), 0)
+            _U64.pack_into(self._watermark_map, 0, self._watermark)
             self._watermark_written = self._watermark
-        for slot in self.slots.values():
-            if slot.conn is not None and slot.conn.out:
-                slot.conn.flush()
+        conns = self._out_conns
+        if conns:
+            for conn in conns:
+                conn.flush()
+            conns.clear()
 
     def _instrument_of(self, session: str, cl_ord_id: str, order_id: int) -> str | None:
         o = self.replica.find(session, cl_ord_id, order_id)
@@ -524,7 +562,10 @@ class Gateway:
             if t is Send:
                 conn = slot.conn
                 if conn is not None:
-                    conn.out.append(a.data)         # _FixConnection.queue, inlined
+                    out = conn.out                  # _FixConnection.queue, inlined
+                    out.append(a.data)
+                    if len(out) == 1:
+                        self._out_conns.append(conn)
                     if not self._kicked:
                         self._kick()
             elif t is Deliver:
@@ -696,6 +737,8 @@ class _FixConnection(asyncio.Protocol):
         """Write ``data`` at the end of this loop iteration (``Gateway._flush_all``), after the
         store has it, with everything else queued by then: one socket write per iteration."""
         self.out.append(data)
+        if len(self.out) == 1:
+            self.gw._out_conns.append(self)
         self.gw._kick()
 
     def flush(self) -> None:

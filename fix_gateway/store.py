@@ -39,7 +39,10 @@ scanning the log on open (one sequential read).
     +8   8   next_sender_seq     +16  8   next_target_seq     +24  8   created_ns
     +32  4   CRC-32 of bytes 0..31; the rest of the slot is zero
 
-A torn slot write leaves the other slot intact. On open, ``next_sender_seq`` is the maximum
+The slots are written in place through a shared memory mapping of the file (no system call
+per write; the bytes are in the OS page cache at once, as after a ``pwrite``); with
+``fsync="always"`` the mapping is synced (``msync``) after every write. A torn slot write
+leaves the other slot intact. On open, ``next_sender_seq`` is the maximum
 of the slot's value and (last logged seq + 1), so a message logged just before a crash is
 never reused. ``reset`` first moves the log to ``archive/messages-<created>-<now>.log`` (or
 deletes it when ``archive=False``), then writes the new seqnums slot.
@@ -49,6 +52,7 @@ One process per directory: ``FileStore`` holds an exclusive ``flock`` on ``seqnu
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import struct
 import zlib
@@ -236,6 +240,7 @@ class FileStore(MessageStore):
         self._seq_path = os.path.join(self.directory, SEQ_NAME)
         self._log_path = os.path.join(self.directory, LOG_NAME)
         self._seq_fd = os.open(self._seq_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._seq_map: mmap.mmap | None = None
         self._log_fd = -1
         try:
             if fcntl is not None:
@@ -266,9 +271,12 @@ class FileStore(MessageStore):
             values = _SLOT.unpack_from(slot)
             if best is None or values[0] > best[0]:
                 best = values
+        if best is None and any(raw):
+            raise StoreCorrupt(f"{self._seq_path}: no valid sequence-number slot")
+        if len(raw) < 2 * _SLOT_SIZE:   # new (or cut short): zeros are no valid slot
+            os.ftruncate(self._seq_fd, 2 * _SLOT_SIZE)
+        self._seq_map = mmap.mmap(self._seq_fd, 2 * _SLOT_SIZE)
         if best is None:
-            if any(raw):
-                raise StoreCorrupt(f"{self._seq_path}: no valid sequence-number slot")
             self._gen = 0
             self._write_slot(1, 1, now_ns)
             return self._gen, 1, 1, now_ns
@@ -277,10 +285,12 @@ class FileStore(MessageStore):
     def _write_slot(self, sender: int, target: int, created: int) -> None:
         self._gen += 1
         body = _SLOT.pack(self._gen, sender, target, created)
-        slot = body + struct.pack("<I", zlib.crc32(body))
-        os.pwrite(self._seq_fd, slot.ljust(_SLOT_SIZE, b"\0"), (self._gen % 2) * _SLOT_SIZE)
+        at = (self._gen % 2) * _SLOT_SIZE
+        m = self._seq_map
+        m[at:at + 32] = body                # bytes 36..63 of a slot stay zero
+        _U32.pack_into(m, at + 32, zlib.crc32(body))
         if self.fsync == "always":
-            os.fsync(self._seq_fd)
+            m.flush()
 
     # ---------------------------------------------------------------------- log file
     def _open_log(self) -> None:
@@ -468,9 +478,12 @@ class FileStore(MessageStore):
     def sync(self) -> None:
         self.flush()
         os.fsync(self._log_fd)
-        os.fsync(self._seq_fd)
+        self._seq_map.flush()
 
     def _close_fds(self) -> None:
+        if getattr(self, "_seq_map", None) is not None:
+            self._seq_map.close()
+            self._seq_map = None
         for name in ("_log_fd", "_seq_fd"):
             fd = getattr(self, name, -1)
             if fd >= 0:
