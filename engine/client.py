@@ -9,9 +9,13 @@ Contract:
   ``recv()``. Nothing is acknowledged before it is journaled.
 - ``recv()`` returns the next message from the engine (``Events`` with decoded events, ``Ack``,
   ``Nack``, ``Heartbeat``, ``Disconnect``), or ``None`` at end of stream; ``recv_many()`` returns
-  every message that has arrived (at least one), or ``[]`` at end of stream: one read of the
-  socket's buffer for a burst of frames, so a busy consumer pays one wake-up per read, not two
-  per frame. A frame over the limit or an undecodable one raises ``LinkClosed``.
+  every message that has arrived (at least one), or ``[]`` at end of stream. A frame over the
+  limit or an undecodable one raises ``LinkClosed``.
+- ``set_handler(fn)`` instead hands each read's messages to ``fn(msgs)`` as the bytes arrive,
+  from the transport's callback: no task is woken per read. The link is a protocol on the
+  event loop's transport (no stream reader): on this machine that costs about half the CPU
+  per wake-up of an ``asyncio.StreamReader`` loop (15 against 33-37 us measured for a 100-byte
+  read every 0.2 ms). ``wait_closed()`` returns when the link ends.
 - ``ReplicationFeed`` wraps a subscription that survives disconnections: after a ``Disconnect``
   or a dropped connection it reconnects and resumes from the last delivered seq + 1, so its
   caller sees every event exactly once, in order.
@@ -28,13 +32,9 @@ import msgspec
 from bourse import RELEASE
 from engine.commands import Command
 from engine.link import (
-    FROM_ENGINE_DECODER, HEADER, MAX_FRAME, Disconnect, Events, FrameBuffer, FrameError, Hello,
-    Ping, Refused, Submit, Welcome,
+    FROM_ENGINE_DECODER, HEADER, Disconnect, Events, FrameBuffer, FrameError, Hello, Ping,
+    Refused, Submit, Welcome,
 )
-
-#: Bytes asked of the socket's buffer per read (what has arrived, up to this).
-READ_CHUNK = 1 << 18
-
 
 class LinkRefused(Exception):
     """The engine refused the handshake; ``str(exc)`` is the engine's reason."""
@@ -44,104 +44,224 @@ class LinkClosed(Exception):
     pass
 
 
+#: Messages queued for ``recv``/``recv_many`` above which the socket is not read until the
+#: consumer takes them (the engine then sees the link's TCP window close, and its own
+#: per-consumer buffer limit applies).
+QUEUE_HIGH = 200_000
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """The link's transport adapter: frames are cut and decoded in ``data_received`` as bytes
+    arrive. With a ``handler`` set, each read's messages go straight to it (no task to wake,
+    no stream buffer: the cheapest path from the socket to a consumer); otherwise they queue
+    for ``recv``/``recv_many``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.frames = FrameBuffer()
+        self.queue: collections.deque = collections.deque()
+        self.handler = None
+        self.error: BaseException | None = None
+        self.eof = False
+        self._waiter: asyncio.Future | None = None
+        self._drain: asyncio.Future | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            decode = FROM_ENGINE_DECODER.decode
+            msgs = [decode(body) for body in self.frames.feed(data)]
+        except FrameError as exc:
+            self._fail(LinkClosed(str(exc)))
+            return
+        except msgspec.DecodeError as exc:
+            self._fail(LinkClosed(f"undecodable message from the engine: {exc}"))
+            return
+        if not msgs:
+            return
+        handler = self.handler
+        if handler is not None:
+            try:
+                handler(msgs)
+            except BaseException as exc:   # the consumer's defect: end the link, report it
+                self._fail(exc)
+            return
+        self.queue.extend(msgs)
+        self._wake()
+        if len(self.queue) > QUEUE_HIGH and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False                       # the transport closes itself
+
+    def connection_lost(self, exc) -> None:
+        self.eof = True
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._wake()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def take(self) -> list:
+        out = list(self.queue)
+        self.queue.clear()
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return out
+
+    async def wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.eof:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+
 class EngineLink:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 welcome: Welcome) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, protocol: _LinkProtocol, welcome: Welcome) -> None:
+        self._proto = protocol
+        self._write = protocol.transport.write
         self.welcome = welcome
         self.next_req = welcome.last_req_id + 1
         self._enc = msgspec.msgpack.Encoder()
-        self._frames = FrameBuffer()
-        self._ready: collections.deque = collections.deque()
 
     @classmethod
     async def connect(cls, host: str, port: int, *, component: str, node_id: str,
                       config_digest: str, subscribe_from: int = 0, release: str = RELEASE,
                       timeout: float = 10.0) -> "EngineLink":
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=MAX_FRAME), timeout)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop = asyncio.get_running_loop()
+        transport, proto = await asyncio.wait_for(
+            loop.create_connection(_LinkProtocol, host, port), timeout)
         enc = msgspec.msgpack.Encoder()
         body = enc.encode(Hello(component, node_id, release, config_digest, subscribe_from))
-        writer.write(HEADER.pack(len(body)) + body)
+        transport.write(HEADER.pack(len(body)) + body)
         try:
-            msg = await asyncio.wait_for(_read_message(reader), timeout)
+            msg = await asyncio.wait_for(_first_message(proto), timeout)
         except BaseException:
-            writer.close()
+            transport.close()
             raise
         if isinstance(msg, Refused):
-            writer.close()
+            transport.close()
             raise LinkRefused(msg.reason)
         if not isinstance(msg, Welcome):
-            writer.close()
+            transport.close()
             raise LinkClosed(f"expected welcome, got {msg!r}")
-        return cls(reader, writer, msg)
+        return cls(proto, msg)
 
     def submit(self, cmds: Sequence[Command]) -> int:
         first = self.next_req
         body = self._enc.encode(Submit(first, list(cmds)))
-        self.writer.write(HEADER.pack(len(body)) + body)
+        self._write(HEADER.pack(len(body)) + body)
         self.next_req += len(cmds)
         return first
 
     def ping(self, token: int = 0) -> None:
         body = self._enc.encode(Ping(token))
-        self.writer.write(HEADER.pack(len(body)) + body)
+        self._write(HEADER.pack(len(body)) + body)
 
     async def drain(self) -> None:
-        await self.writer.drain()
+        await self._proto.drain()
 
     async def recv(self):
-        if not self._ready:
-            self._ready.extend(await self.recv_many())
-            if not self._ready:
+        p = self._proto
+        while not p.queue:
+            if p.error is not None:
+                raise p.error
+            if p.eof:
                 return None
-        return self._ready.popleft()
+            await p.wait()
+        msg = p.queue.popleft()
+        if not p.queue:
+            p.take()                        # resumes reading if it was paused
+        return msg
 
     async def recv_many(self) -> list:
-        if self._ready:
-            out = list(self._ready)
-            self._ready.clear()
-            return out
-        frames = self._frames
-        decode = FROM_ENGINE_DECODER.decode
-        while True:
-            data = await self.reader.read(READ_CHUNK)
-            if not data:
+        p = self._proto
+        while not p.queue:
+            if p.error is not None:
+                raise p.error
+            if p.eof:
                 return []
-            try:
-                out = [decode(body) for body in frames.feed(data)]
-            except FrameError as exc:
-                raise LinkClosed(str(exc)) from None
-            except msgspec.DecodeError as exc:
-                raise LinkClosed(f"undecodable message from the engine: {exc}") from None
-            if out:
-                return out
+            await p.wait()
+        return p.take()
+
+    def set_handler(self, handler) -> None:
+        """From now on each read's messages go to ``handler(msgs)``, called in the transport's
+        ``data_received`` (what has queued meanwhile is handed over first); ``recv`` and
+        ``recv_many`` are then not used. ``wait_closed()`` tells when the link ends."""
+        p = self._proto
+        if p.queue:
+            handler(p.take())
+        p.handler = handler
+
+    async def wait_closed(self) -> None:
+        """Until the link is closed (by either side); re-raises what ended it: a bad frame
+        (``LinkClosed``) or an exception of the handler."""
+        p = self._proto
+        await asyncio.shield(p.closed)
+        if p.error is not None:
+            raise p.error
+
+    def abort(self) -> None:
+        """Close the link now, from a handler (``wait_closed`` then returns)."""
+        if self._proto.transport is not None:
+            self._proto.transport.close()
 
     async def close(self) -> None:
-        self.writer.close()
+        p = self._proto
+        if p.transport is not None:
+            p.transport.close()
         try:
-            await self.writer.wait_closed()
-        except (ConnectionError, OSError):
+            await asyncio.wait_for(asyncio.shield(p.closed), 5)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
             pass
 
 
-async def _read_message(reader: asyncio.StreamReader):
-    try:
-        head = await reader.readexactly(4)
-    except asyncio.IncompleteReadError:
-        return None
-    (n,) = HEADER.unpack(head)
-    if n > MAX_FRAME:
-        raise LinkClosed(f"frame of {n} bytes exceeds the limit")
-    try:
-        body = await reader.readexactly(n)
-    except asyncio.IncompleteReadError:
-        return None
-    return FROM_ENGINE_DECODER.decode(body)
+async def _first_message(proto: _LinkProtocol):
+    while not proto.queue:
+        if proto.error is not None:
+            raise proto.error
+        if proto.eof:
+            return None
+        await proto.wait()
+    return proto.queue.popleft()
 
 
 class ReplicationFeed:
@@ -188,31 +308,82 @@ class ReplicationFeed:
                 msgs = []
             if not msgs:
                 msgs = [None]
-            events = None
-            for msg in msgs:
-                if msg is None or isinstance(msg, Disconnect):
-                    if isinstance(msg, Disconnect):
-                        self.disconnects.append(msg.reason)
-                    await self._link.close()
-                    self._link = None
-                    break
-                if isinstance(msg, Events) and msg.events:
-                    got = msg.events
-                    first = got[0].seq
-                    if first > self.next_seq:
-                        raise LinkClosed(f"gap in replication stream: expected {self.next_seq}, "
-                                         f"got {first}")
-                    if first < self.next_seq:            # already delivered (resumed mid-batch)
-                        got = [ev for ev in got if ev.seq >= self.next_seq]
-                        if not got:
-                            continue
-                    self.next_seq = got[-1].seq + 1
-                    if events is None:
-                        events = got
-                    else:
-                        events.extend(got)
+            events, ended = self._accept(msgs)
+            if ended:
+                await self._link.close()
+                self._link = None
             if events:
                 yield events
+
+    async def run(self, on_batch) -> None:
+        """``batches`` as callbacks: ``on_batch(events)`` for each read of the link, called as
+        the bytes arrive (``EngineLink.set_handler``: no task woken per read), with the same
+        guarantees. Returns only by raising, as ``batches`` ends: a gap, too many failed
+        reconnections, or what ``on_batch`` raised."""
+        retries = 0
+        while True:
+            if self._link is None:
+                try:
+                    self._link = await EngineLink.connect(
+                        self.host, self.port, component=self.component, node_id=self.node_id,
+                        config_digest=self.digest, subscribe_from=self.next_seq)
+                    retries = 0
+                except (OSError, asyncio.TimeoutError, LinkClosed):
+                    retries += 1
+                    if retries > self.max_retries:
+                        raise
+                    await asyncio.sleep(self.retry_delay)
+                    continue
+            link = self._link
+            gap: list[LinkClosed] = []
+
+            def handler(msgs: list) -> None:
+                try:
+                    events, ended = self._accept(msgs)
+                except LinkClosed as exc:        # a gap: the stream cannot be trusted
+                    gap.append(exc)
+                    link.abort()
+                    return
+                if events:
+                    on_batch(events)
+                if ended:
+                    link.abort()
+
+            try:
+                link.set_handler(handler)
+                await link.wait_closed()
+            except (OSError, LinkClosed):
+                pass
+            if gap:
+                raise gap[0]
+            await link.close()
+            self._link = None
+
+    def _accept(self, msgs: list) -> tuple[list | None, bool]:
+        """The new events of one read, and whether the link ended in it (end of stream or a
+        Disconnect, whose reason is kept); a gap raises ``LinkClosed``."""
+        events = None
+        for msg in msgs:
+            if msg is None or isinstance(msg, Disconnect):
+                if isinstance(msg, Disconnect):
+                    self.disconnects.append(msg.reason)
+                return events, True
+            if isinstance(msg, Events) and msg.events:
+                got = msg.events
+                first = got[0].seq
+                if first > self.next_seq:
+                    raise LinkClosed(f"gap in replication stream: expected {self.next_seq}, "
+                                     f"got {first}")
+                if first < self.next_seq:            # already delivered (resumed mid-batch)
+                    got = [ev for ev in got if ev.seq >= self.next_seq]
+                    if not got:
+                        continue
+                self.next_seq = got[-1].seq + 1
+                if events is None:
+                    events = got
+                else:
+                    events.extend(got)
+        return events, False
 
     async def close(self) -> None:
         if self._link is not None:

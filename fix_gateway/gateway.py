@@ -222,6 +222,7 @@ class Gateway:
         self.unsent: list = []
         self._barriers: dict[int, tuple[_Slot, FixMessage]] = {}
         self._barrier_token = 0
+        self._head = 0                     # the engine's next event seq when the link came up
         self._flush_scheduled = False
         self._watermark = 0                # last event seq routed, written by _flush_all
         self._watermark_written = 0
@@ -399,32 +400,10 @@ class Gateway:
             if self.replica.next_seq >= head:
                 self.caught_up.set()
             self.engine_up.set()
+            self._head = head
             try:
-                recv_many = self.link.recv_many
-                closed = False
-                while not closed:
-                    msgs = await recv_many()
-                    if not msgs:
-                        break
-                    for msg in msgs:
-                        if type(msg) is Events:
-                            self._on_events(msg.events)
-                            if not self.caught_up.is_set() and self.replica.next_seq >= head:
-                                self.caught_up.set()
-                        elif type(msg) is Ack:
-                            self._release_range(msg.first_req_id, msg.count)
-                        elif type(msg) is Nack:
-                            log.error("engine refused requests %d..%d: %s", msg.first_req_id,
-                                      msg.first_req_id + msg.count - 1, msg.reason)
-                            self._release_range(msg.first_req_id, msg.count)
-                        elif type(msg) is Heartbeat:
-                            pending = self._barriers.pop(msg.token, None)
-                            if pending is not None:
-                                self._answer_info(pending[0], pending[1], self.clock())
-                        elif type(msg) is LinkDisconnect:
-                            log.warning("engine closed the link: %s", msg.reason)
-                            closed = True
-                            break
+                self.link.set_handler(self._on_link)
+                await self.link.wait_closed()
             except (OSError, LinkClosed) as exc:
                 log.warning("engine link lost: %s", exc)
             self.engine_up.clear()
@@ -434,6 +413,29 @@ class Gateway:
             self._barriers.clear()
             await self.link.close()
             self.link = None
+
+    def _on_link(self, msgs: list) -> None:
+        """One read of the engine link, handed over as it arrives (``EngineLink.set_handler``)."""
+        for msg in msgs:
+            t = type(msg)
+            if t is Events:
+                self._on_events(msg.events)
+                if not self.caught_up.is_set() and self.replica.next_seq >= self._head:
+                    self.caught_up.set()
+            elif t is Ack:
+                self._release_range(msg.first_req_id, msg.count)
+            elif t is Nack:
+                log.error("engine refused requests %d..%d: %s", msg.first_req_id,
+                          msg.first_req_id + msg.count - 1, msg.reason)
+                self._release_range(msg.first_req_id, msg.count)
+            elif t is Heartbeat:
+                pending = self._barriers.pop(msg.token, None)
+                if pending is not None:
+                    self._answer_info(pending[0], pending[1], self.clock())
+            elif t is LinkDisconnect:
+                log.warning("engine closed the link: %s", msg.reason)
+                self.link.abort()
+                return
 
     def _resend_inflight(self, last_req: int) -> None:
         for r in [r for r in self.inflight if r <= last_req]:

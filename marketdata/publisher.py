@@ -428,7 +428,8 @@ class PublisherService:
             feed = ReplicationFeed(host, port, component="marketdata", node_id=self.node_id,
                                    config_digest=self.cfg.digest, from_seq=1)
             loop = asyncio.get_running_loop()
-            async for batch in feed.batches():
+
+            def on_batch(batch: list) -> None:    # called as the bytes arrive
                 if not self._flush_armed:
                     self._flush_armed = True
                     pub.arrival_ns = time.perf_counter_ns()
@@ -438,7 +439,7 @@ class PublisherService:
                     for ev in batch:
                         on_event(ev)
                     self.last_seq = batch[-1].seq
-                    continue
+                    return
                 for ev in batch:
                     pub.on_event(ev)
                     self.last_seq = ev.seq
@@ -447,6 +448,8 @@ class PublisherService:
                         pub.live = True
                         self.caught_up.set()
                         log.info("caught up at seq %d; publishing live", ev.seq)
+
+            await feed.run(on_batch)
         except asyncio.CancelledError:
             raise
         except (LinkRefused, LinkClosed, OSError, asyncio.TimeoutError) as exc:
