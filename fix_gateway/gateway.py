@@ -556,7 +556,21 @@ class Gateway:
     # ------------------------------------------------------------------ FIX side
 
     def _send(self, slot: _Slot, msg_type: str, fields: list, now: int) -> None:
-        self._perform(slot, slot.fix.send_app(msg_type, fields, now))
+        """An application message to a session: stored, then written at the end of the
+        iteration if the session is logged on (``_perform`` of ``send_app``'s actions,
+        spelled out for the one action it gives)."""
+        fix = slot.fix
+        data = fix.send_app_data(msg_type, fields, now)
+        conn = slot.conn
+        if data is not None and conn is not None:
+            out = conn.out
+            out.append(data)
+            if len(out) == 1:
+                self._out_conns.append(conn)
+            if not self._kicked:
+                self._kick()
+        if conn is not None and fix.pending_resend:
+            (self._loop or asyncio.get_running_loop()).call_soon(self._tick_slot, slot)
 
     def _perform(self, slot: _Slot, actions: list) -> None:
         for a in actions:

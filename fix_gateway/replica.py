@@ -62,31 +62,34 @@ def _order_id(o: "OrderView") -> int:
     return o.order_id
 
 
-class OrderView:
-    """One order as the replica knows it."""
+class OrderView(msgspec.Struct, gc=False):
+    """One order as the replica knows it (mutable; built in C by msgspec from positional
+    fields, which the per-order path needs; ``gc=False``: it holds only scalars, so it can
+    never be part of a reference cycle)."""
 
-    __slots__ = ("order_id", "session", "firm", "account", "cl_ord_id", "orig_cl_ord_id",
-                 "instrument", "side", "ord_type", "tif", "price", "qty", "cum_qty", "leaves",
-                 "filled_notional", "status", "accepted_ts")
+    order_id: int
+    session: str
+    firm: str
+    account: str
+    cl_ord_id: str
+    orig_cl_ord_id: str
+    instrument: str
+    side: int
+    ord_type: int
+    tif: int
+    price: int
+    qty: int
+    cum_qty: int
+    leaves: int
+    filled_notional: int        # sum of price * qty over fills, price units
+    status: str
+    accepted_ts: int
 
-    def __init__(self, ev: OrderAccepted) -> None:
-        self.order_id = ev.order_id
-        self.session = ev.session
-        self.firm = ev.firm
-        self.account = ev.account
-        self.cl_ord_id = ev.cl_ord_id
-        self.orig_cl_ord_id = ""
-        self.instrument = ev.instrument
-        self.side = ev.side
-        self.ord_type = ev.ord_type
-        self.tif = ev.tif
-        self.price = ev.price
-        self.qty = ev.qty
-        self.cum_qty = 0
-        self.leaves = ev.qty
-        self.filled_notional = 0        # sum of price * qty over fills, price units
-        self.status = NEW
-        self.accepted_ts = ev.ts
+    @classmethod
+    def accepted(cls, ev: OrderAccepted) -> "OrderView":
+        return cls(ev.order_id, ev.session, ev.firm, ev.account, ev.cl_ord_id, "",
+                   ev.instrument, ev.side, ev.ord_type, ev.tif, ev.price, ev.qty, 0, ev.qty, 0,
+                   NEW, ev.ts)
 
     @property
     def is_open(self) -> bool:
@@ -198,25 +201,32 @@ class Replica:
         return handler(ev) if handler is not None else []
 
     def _accepted(self, ev: OrderAccepted) -> list:
-        o = OrderView(ev)
         oid = ev.order_id
+        session, firm, account, clid = ev.session, ev.firm, ev.account, ev.cl_ord_id
+        instrument, side, ord_type, tif, price = (ev.instrument, ev.side, ev.ord_type, ev.tif,
+                                                  ev.price)
+        qty, ts = ev.qty, ev.ts
+        # OrderView.accepted(ev), spelled out
+        o = OrderView(oid, session, firm, account, clid, "", instrument, side, ord_type, tif,
+                      price, qty, 0, qty, 0, NEW, ts)
         self.orders[oid >> 6 & _MASK][oid] = o
-        clids = self.by_clid.get(ev.session)
+        shard = oid >> 6 & _OMASK
+        clids = self.by_clid.get(session)
         if clids is None:
-            clids = _owner_shards(self.by_clid, ev.session)
-        clids[hash(ev.cl_ord_id) & _OMASK][ev.cl_ord_id] = oid
-        by_session = self.open_by_session.get(ev.session)
+            clids = _owner_shards(self.by_clid, session)
+        clids[hash(clid) & _OMASK][clid] = oid
+        by_session = self.open_by_session.get(session)
         if by_session is None:
-            by_session = _owner_shards(self.open_by_session, ev.session)
-        by_session[oid >> 6 & _OMASK][oid] = o
-        by_firm = self.open_by_firm.get(ev.firm)
+            by_session = _owner_shards(self.open_by_session, session)
+        by_session[shard][oid] = o
+        by_firm = self.open_by_firm.get(firm)
         if by_firm is None:
-            by_firm = _owner_shards(self.open_by_firm, ev.firm)
-        by_firm[oid >> 6 & _OMASK][oid] = o
+            by_firm = _owner_shards(self.open_by_firm, firm)
+        by_firm[shard][oid] = o
         # _report(o, seq, NEW, ts) of the order just built, spelled out
-        return [ExecReport(str(ev.seq), NEW, NEW, ev.session, ev.firm, ev.account, oid,
-                           ev.cl_ord_id, "", ev.instrument, ev.side, ev.ord_type, ev.tif,
-                           ev.price, ev.qty, 0, ev.qty, 0, 0, 0, 0, 0, "", ev.ts)]
+        return [ExecReport(str(ev.seq), NEW, NEW, session, firm, account, oid, clid, "",
+                           instrument, side, ord_type, tif, price, qty, 0, qty, 0, 0, 0, 0, 0,
+                           "", ts)]
 
     def _rejected(self, ev: OrderRejected) -> list:
         return [ExecReport(f"{ev.seq}", REJECTED, REJECTED, ev.session, ev.firm, "", 0,

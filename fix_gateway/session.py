@@ -471,6 +471,23 @@ class Session:
         reason = "logout in progress" if self._logged_on else "not logged on"
         return [Queued(seq, reason)]
 
+    def send_app_data(self, msg_type: str, fields: list, now_ns: int) -> bytes | None:
+        """``send_app`` for an adapter that writes at once, without the action list: the
+        bytes to write (``Send``), or None where ``send_app`` gives ``Queued`` (stored, to be
+        delivered by resend). Same checks, same store."""
+        if msg_type in ADMIN_MSG_TYPES:
+            raise ValueError(f"send_app is for application messages, not MsgType {msg_type}")
+        self._now = now_ns
+        store = self.store
+        seq = store.next_sender_seq
+        data = encode(msg_type, fields, begin_string=self._begin_b, sender=self._sender_b,
+                      target=self._target_b, seq=seq, sending_time=format_utc_timestamp(now_ns))
+        store.save_sent(seq, data)
+        if self._state == ACTIVE:
+            self._last_sent = now_ns
+            return data
+        return None
+
     def logout(self, text: str, now_ns: int) -> list[Action]:
         """Start the Logout handshake (or just disconnect before logon)."""
         out: list[Action] = []

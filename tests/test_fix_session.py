@@ -100,6 +100,20 @@ def test_send_app_and_queued():
     assert [x for x, _ in s.store.get_range(1, 0)] == [2, 3]
 
 
+def test_send_app_data_is_send_app_without_the_action_list():
+    a, _ = logged_on()
+    b, _ = logged_on()
+    for fields in ([(37, "O1"), (11, "C1")], [(37, "O2"), b"58=run\x01"]):
+        (sent,) = a.send_app("8", fields, T0)
+        assert b.send_app_data("8", fields, T0) == sent.data
+    assert [m for _, m in a.store.get_range(1, 0)] == [m for _, m in b.store.get_range(1, 0)]
+    with pytest.raises(ValueError):
+        b.send_app_data("0", [], T0)
+    b.on_disconnect(T0)
+    assert b.send_app_data("8", [(37, "O3")], T0) is None          # stored, not sent
+    assert [x for x, _ in b.store.get_range(1, 0)] == [2, 3, 4]
+
+
 def test_next_timer_ns():
     s = Session(SessionConfig(target_comp_id="BRK", logon_timeout_s=5), MemoryStore())
     assert s.next_timer_ns is None
