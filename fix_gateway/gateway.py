@@ -411,8 +411,8 @@ class Gateway:
             for slot, request in self._barriers.values():   # answer from what we have
                 self._answer_info(slot, request, now)
             self._barriers.clear()
-            await self.link.close()
-            self.link = None
+            link, self.link = self.link, None    # new orders are refused from here on
+            await link.close()
 
     def _on_link(self, msgs: list) -> None:
         """One read of the engine link, handed over as it arrives (``EngineLink.set_handler``)."""
@@ -621,7 +621,7 @@ class Gateway:
                 return
             result = slot.entry.handle(msg, now)
             if type(result) is Forward:
-                if not self.engine_up.is_set():
+                if self.link is None:       # engine_up clear (the link goes with it)
                     self._reply(slot, slot.entry.unavailable(msg, now), now)
                     return
                 self._submit(result.cmd, slot, msg)
