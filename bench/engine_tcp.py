@@ -151,7 +151,7 @@ async def drive(port: int, digest: str, cmds: list, window: int, batch: int,
         link.submit(chunk)
         i += len(chunk)
         sub += 1
-        if link.writer.transport.get_write_buffer_size() > 1 << 20:
+        if link.write_buffer_size() > 1 << 20:
             await link.drain()
         else:
             await asyncio.sleep(0)

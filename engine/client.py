@@ -199,6 +199,11 @@ class EngineLink:
     async def drain(self) -> None:
         await self._proto.drain()
 
+    def write_buffer_size(self) -> int:
+        """Bytes written and not yet taken by the socket."""
+        t = self._proto.transport
+        return t.get_write_buffer_size() if t is not None else 0
+
     async def recv(self):
         p = self._proto
         while not p.queue:
