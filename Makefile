@@ -26,6 +26,7 @@ test: install-test
 bench: install-test
 	$(BIN)/python -m bench.engine_inprocess
 	$(BIN)/python -m bench.engine_tcp --commands 300000 --window 2000 --rate 20000
+	$(BIN)/python -m bench.gateway_inprocess
 	$(BIN)/python -m bench.fix_gateway
 	$(BIN)/python -m bench.fast_codec_bench
 	$(BIN)/python -m bench.feed_bench
