@@ -1938,6 +1938,61 @@ static PyObject *ff_check_header(PyObject *mod, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* in_sequence(msg, begin, target, sender, expected, now, tolerance) -> bool: the test that
+ * session.Session._on_message makes before taking its common path (the right BeginString and
+ * CompIDs, MsgSeqNum the expected one, not a SequenceReset or Logon, SendingTime absent or
+ * within the tolerance of now). False whenever that is not certain, and the session's
+ * general path, the reference, then decides. */
+static PyObject *ff_in_sequence(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyBytes_CheckExact(args[1]) || !PyBytes_CheckExact(args[2]) ||
+        !PyBytes_CheckExact(args[3]) || !PyLong_CheckExact(args[4]) ||
+        !PyLong_CheckExact(args[5]) || !PyLong_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "in_sequence(msg, begin, target, sender, expected, now, tolerance)");
+        return NULL;
+    }
+    if (!FixMsg_CheckExact(args[0]) || ((FixMsg *)args[0])->noindex)
+        Py_RETURN_FALSE;
+    FixMsg *m = (FixMsg *)args[0];
+    const unsigned char *p;
+    Py_ssize_t n;
+    static const int32_t SAME[3] = {8, 49, 56};
+    for (int k = 0; k < 3; k++) {
+        PyObject *want = args[1 + k];
+        if (msg_tag_bytes(m, SAME[k], &p, &n) != 1 || n != PyBytes_GET_SIZE(want) ||
+            memcmp(p, PyBytes_AS_STRING(want), (size_t)n) != 0)
+            Py_RETURN_FALSE;
+    }
+    long long seq, expected, now, tol;
+    int overflow;
+    expected = PyLong_AsLongLongAndOverflow(args[4], &overflow);
+    if (overflow)
+        Py_RETURN_FALSE;
+    now = PyLong_AsLongLongAndOverflow(args[5], &overflow);
+    if (overflow)
+        Py_RETURN_FALSE;
+    tol = PyLong_AsLongLongAndOverflow(args[6], &overflow);
+    if (overflow || tol < 0)
+        Py_RETURN_FALSE;
+    if (msg_tag_bytes(m, 34, &p, &n) != 1 || digits_of(p, n, 18, &seq) || seq < 1 ||
+        seq != expected)
+        Py_RETURN_FALSE;
+    if (msg_tag_bytes(m, 35, &p, &n) != 1 || (n == 1 && (p[0] == '4' || p[0] == 'A')))
+        Py_RETURN_FALSE;
+    int r = msg_tag_bytes(m, 52, &p, &n);
+    if (r < 0)
+        Py_RETURN_FALSE;
+    if (r == 1) {
+        long long sent;
+        if (!utc_ts_ns(p, n, &sent))
+            Py_RETURN_FALSE;
+        long long d = sent > now ? sent - now : now - sent;
+        if (d > tol)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 /* ------------------------------------------------------------------------ message store */
 
 static uint32_t crc_table[8][256];
@@ -2453,6 +2508,8 @@ static PyMethodDef module_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))ff_encode, METH_FASTCALL | METH_KEYWORDS,
      "encode(msg_type, fields, *, begin_string='FIX.4.4', sender, target, seq, sending_time, "
      "extra_header=()) -> bytes: a complete message (see codec.encode)."},
+    {"in_sequence", (PyCFunction)(void (*)(void))ff_in_sequence, METH_FASTCALL,
+     "in_sequence(msg, begin, target, sender, expected, now, tolerance) -> bool."},
     {"new_order", (PyCFunction)(void (*)(void))ff_new_order, METH_FASTCALL,
      "new_order(msg, decimals, limit) -> tuple | None: a NewOrderSingle's order fields."},
     {"exec_report", (PyCFunction)(void (*)(void))ff_exec_report, METH_FASTCALL,

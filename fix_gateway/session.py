@@ -155,9 +155,13 @@ def _check_header_py(msg: FixMessage) -> Union[None, bool, tuple[int, int]]:
 if _codec._fast is not None:
     _codec._fast.set_header_tags(HEADER_TAGS, _HOP_TAGS)
     _check_header = _codec._fast.check_header
+    #: the common-path test of ``_on_message`` in one call (False: not certain, the Python
+    #: test below decides)
+    _in_sequence = getattr(_codec._fast, "in_sequence", None)
 else:
     def _check_header(msg):
         return NotImplemented
+    _in_sequence = None
 
 DISCONNECTED = "disconnected"
 AWAITING_LOGON = "awaiting_logon"
@@ -609,6 +613,13 @@ class Session:
         mt = msg.msg_type
         if st == ACTIVE and not self._fatal:
             # the common case first: an in-sequence message of a logged-on session
+            if _in_sequence is not None and _in_sequence(
+                    msg, self._begin_b, self._target_b, self._sender_b,
+                    self.store.next_target_seq, now, self._tolerance_ns):
+                self._process(msg, self.store.next_target_seq, now, out, mt)
+                if self._queue or self._gap_until:
+                    self._drain(now, out)
+                return
             get = msg.get
             raw_seq = get(34)
             if (get(8) == self._begin_b and raw_seq is not None and raw_seq.isdigit()

@@ -1,7 +1,8 @@
 """The session's and the store's compiled helpers against their Python references, and whole
 sessions run with the compiled hot path against sessions run on the pure-Python one.
 
-``_fixfast.check_header`` must answer what ``session._check_header_py`` answers;
+``_fixfast.check_header`` must answer what ``session._check_header_py`` answers, and
+``_fixfast.in_sequence`` may only pass what the session's Python test passes;
 ``_fixfast.store_record`` must build the bytes ``store._record_py`` builds; and a session fed
 any sequence of valid, damaged and out-of-sequence messages must produce the same actions
 (bytes sent, messages delivered, events) with either implementation.
@@ -169,9 +170,11 @@ def run(chunks: list[bytes], compiled: bool, monkeypatch) -> list:
     if compiled:
         monkeypatch.setattr(codec, "_split", fast.split)
         monkeypatch.setattr(session_mod, "_check_header", fast.check_header)
+        monkeypatch.setattr(session_mod, "_in_sequence", fast.in_sequence)
     else:
         monkeypatch.setattr(codec, "_split", codec.py_split)
         monkeypatch.setattr(session_mod, "_check_header", lambda m: NotImplemented)
+        monkeypatch.setattr(session_mod, "_in_sequence", None)
     s = Session(SessionConfig(target_comp_id="BRK"), MemoryStore(T0), VALIDATOR)
     log = []
     log += s.on_connect(T0)
@@ -201,3 +204,33 @@ def test_sessions_behave_the_same(messages, data):
     with pytest.MonkeyPatch.context() as mp:
         reference = run(chunks, False, mp)
     assert compiled == reference
+
+
+@SLOW
+@given(st.sampled_from([b"FIX.4.4", b"FIX.4.2"]), st.sampled_from([b"BRK", b"EVE"]),
+       st.sampled_from([b"BOURSE", b"X"]), st.sampled_from([b"7", b"07", b"6", b"0", b"x", b"",
+                                                           b"9" * 19]),
+       st.sampled_from([b"D", b"4", b"A", b"0", b"AF"]),
+       st.sampled_from([None, TS, b"bad", b"20200101-00:00:00", TS[:-4]]),
+       st.integers(-3 * 10**9, 3 * 10**9))
+def test_in_sequence_passes_only_what_the_python_test_passes(begin, sender, target, seq, mt,
+                                                              sending, skew):
+    fields = [(8, begin), (9, b"1"), (35, mt), (49, sender), (56, target), (34, seq)]
+    if sending is not None:
+        fields.append((52, sending))
+    msg = fast.FixMessage(fields + [(10, b"000")])
+    now, tol, expected = T0 + skew, 2 * 10**9, 7
+    got = fast.in_sequence(msg, b"FIX.4.4", b"BRK", b"BOURSE", expected, now, tol)
+    raw = msg.get(34)
+    ok = (msg.get(8) == b"FIX.4.4" and raw is not None and raw.isdigit() and len(raw) <= 18
+          and msg.msg_type not in ("4", "A") and msg.get(49) == b"BRK"
+          and msg.get(56) == b"BOURSE" and int(raw) == expected)
+    if ok:
+        sent = session_mod._ts(msg.get(52))
+        ok = sent is None or abs(sent - now) <= tol
+    if got:
+        assert ok
+    # and it is not merely cautious: the plain in-sequence message passes
+    if (begin, sender, target, seq, mt) == (b"FIX.4.4", b"BRK", b"BOURSE", b"7", b"D") \
+            and sending in (None, TS) and abs(skew) <= tol:
+        assert got
