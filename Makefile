@@ -32,6 +32,7 @@ bench: install-test
 	$(BIN)/python -m bench.feed_bench
 	$(BIN)/python -m bench.index_bench
 	$(BIN)/python -m bench.journal_bench
+	$(BIN)/python -m bench.link_read_cost
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
