@@ -173,7 +173,7 @@ class EngineLink:
         body = enc.encode(Hello(component, node_id, release, config_digest, subscribe_from))
         transport.write(HEADER.pack(len(body)) + body)
         try:
-            msg = await asyncio.wait_for(_first_message(proto), timeout)
+            msg = await asyncio.wait_for(_next_message(proto), timeout)
         except BaseException:
             transport.close()
             raise
@@ -206,13 +206,7 @@ class EngineLink:
 
     async def recv(self):
         p = self._proto
-        while not p.queue:
-            if p.error is not None:
-                raise p.error
-            if p.eof:
-                return None
-            await p.wait()
-        msg = p.queue.popleft()
+        msg = await _next_message(p)
         if not p.queue:
             p.take()                        # resumes reading if it was paused
         return msg
@@ -259,7 +253,8 @@ class EngineLink:
             pass
 
 
-async def _first_message(proto: _LinkProtocol):
+async def _next_message(proto: _LinkProtocol):
+    """The next queued message, waiting for one; None at end of stream."""
     while not proto.queue:
         if proto.error is not None:
             raise proto.error
@@ -293,20 +288,8 @@ class ReplicationFeed:
         """Events as they arrived (one list per read of the link, which may hold several of
         the engine's releases), in sequence order, without gaps or duplicates: cheaper than
         ``events`` for consumers that process a batch at once."""
-        retries = 0
         while True:
-            if self._link is None:
-                try:
-                    self._link = await EngineLink.connect(
-                        self.host, self.port, component=self.component, node_id=self.node_id,
-                        config_digest=self.digest, subscribe_from=self.next_seq)
-                    retries = 0
-                except (OSError, asyncio.TimeoutError, LinkClosed):
-                    retries += 1
-                    if retries > self.max_retries:
-                        raise
-                    await asyncio.sleep(self.retry_delay)
-                    continue
+            await self._connected()
             try:
                 msgs = await self._link.recv_many()
             except (OSError, LinkClosed):
@@ -325,21 +308,8 @@ class ReplicationFeed:
         the bytes arrive (``EngineLink.set_handler``: no task woken per read), with the same
         guarantees. Returns only by raising, as ``batches`` ends: a gap, too many failed
         reconnections, or what ``on_batch`` raised."""
-        retries = 0
         while True:
-            if self._link is None:
-                try:
-                    self._link = await EngineLink.connect(
-                        self.host, self.port, component=self.component, node_id=self.node_id,
-                        config_digest=self.digest, subscribe_from=self.next_seq)
-                    retries = 0
-                except (OSError, asyncio.TimeoutError, LinkClosed):
-                    retries += 1
-                    if retries > self.max_retries:
-                        raise
-                    await asyncio.sleep(self.retry_delay)
-                    continue
-            link = self._link
+            link = await self._connected()
             gap: list[LinkClosed] = []
 
             def handler(msgs: list) -> None:
@@ -363,6 +333,22 @@ class ReplicationFeed:
                 raise gap[0]
             await link.close()
             self._link = None
+
+    async def _connected(self) -> EngineLink:
+        """The current link, or a new one subscribed from the next seq (retried every
+        ``retry_delay``; after ``max_retries`` failures in a row the last error is raised)."""
+        retries = 0
+        while self._link is None:
+            try:
+                self._link = await EngineLink.connect(
+                    self.host, self.port, component=self.component, node_id=self.node_id,
+                    config_digest=self.digest, subscribe_from=self.next_seq)
+            except (OSError, asyncio.TimeoutError, LinkClosed):
+                retries += 1
+                if retries > self.max_retries:
+                    raise
+                await asyncio.sleep(self.retry_delay)
+        return self._link
 
     def _accept(self, msgs: list) -> tuple[list | None, bool]:
         """The new events of one read, and whether the link ended in it (end of stream or a

@@ -460,22 +460,15 @@ class Session:
     def send_app(self, msg_type: str, fields: Iterable[tuple[int, object]], now_ns: int, *,
                  extra_header: Iterable[tuple[int, object]] = ()) -> list[Action]:
         """Send an application message (stored first, so it can be resent)."""
-        if msg_type in ADMIN_MSG_TYPES:
-            raise ValueError(f"send_app is for application messages, not MsgType {msg_type}")
-        self._now = now_ns
-        store = self.store
-        seq = store.next_sender_seq
-        data = encode(msg_type, fields, begin_string=self._begin_b, sender=self._sender_b,
-                      target=self._target_b, seq=seq, sending_time=format_utc_timestamp(now_ns),
-                      extra_header=tuple(extra_header))  # type: ignore[arg-type]
-        store.save_sent(seq, data)
-        if self._state == ACTIVE:
-            self._last_sent = now_ns
+        seq = self.store.next_sender_seq
+        data = self.send_app_data(msg_type, fields, now_ns, tuple(extra_header))
+        if data is not None:
             return [Send(data, seq, msg_type)]
         reason = "logout in progress" if self._logged_on else "not logged on"
         return [Queued(seq, reason)]
 
-    def send_app_data(self, msg_type: str, fields: list, now_ns: int) -> bytes | None:
+    def send_app_data(self, msg_type: str, fields: list, now_ns: int,
+                      extra_header: tuple = ()) -> bytes | None:
         """``send_app`` for an adapter that writes at once, without the action list: the
         bytes to write (``Send``), or None where ``send_app`` gives ``Queued`` (stored, to be
         delivered by resend). Same checks, same store."""
@@ -485,7 +478,8 @@ class Session:
         store = self.store
         seq = store.next_sender_seq
         data = encode(msg_type, fields, begin_string=self._begin_b, sender=self._sender_b,
-                      target=self._target_b, seq=seq, sending_time=format_utc_timestamp(now_ns))
+                      target=self._target_b, seq=seq, sending_time=format_utc_timestamp(now_ns),
+                      extra_header=extra_header)
         store.save_sent(seq, data)
         if self._state == ACTIVE:
             self._last_sent = now_ns
