@@ -1206,11 +1206,27 @@ static int put_text(Buf *b, PyObject *v, int soh) {
 static char tag_text[TAG_TEXT][8];
 static uint8_t tag_text_len[TAG_TEXT];
 
+/* "<tag>=" (the text of tags below TAG_TEXT is made once) */
+static int put_tag(Buf *b, long long tag) {
+    if (tag >= 0 && tag < TAG_TEXT) {
+        int k = tag_text_len[tag];
+        if (k == 0) {
+            k = fmt_ll(tag_text[tag], tag);
+            tag_text[tag][k++] = '=';
+            tag_text_len[tag] = (uint8_t)k;
+        }
+        return buf_put(b, tag_text[tag], k);
+    }
+    char t[24];
+    int k = fmt_ll(t, tag);
+    t[k++] = '=';
+    return buf_put(b, t, k);
+}
+
 /* Appends "<tag>=<value>\x01" for each pair of a list or tuple; 0, 1 or -1 as put_text. */
 static int put_fields(Buf *b, PyObject *seq) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
-    char num[32];
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = items[i];
         if (PyBytes_CheckExact(item)) {      /* a run of encoded fields (codec.encode) */
@@ -1231,21 +1247,8 @@ static int put_fields(Buf *b, PyObject *seq) {
         long long t = PyLong_AsLongLongAndOverflow(tag, &overflow);
         if (overflow)
             return 1;
-        if (t >= 0 && t < TAG_TEXT) {
-            int k = tag_text_len[t];
-            if (k == 0) {
-                k = fmt_ll(tag_text[t], t);
-                tag_text[t][k++] = '=';
-                tag_text_len[t] = (uint8_t)k;
-            }
-            if (buf_put(b, tag_text[t], k) < 0)
-                return -1;
-        } else {
-            int k = fmt_ll(num, t);
-            num[k++] = '=';
-            if (buf_put(b, num, k) < 0)
-                return -1;
-        }
+        if (put_tag(b, t) < 0)
+            return -1;
         int r = put_text(b, PyTuple_GET_ITEM(item, 1), 1);
         if (r)
             return r;
@@ -1477,23 +1480,6 @@ static const long long POW10[19] = {
     1000000000LL, 10000000000LL, 100000000000LL, 1000000000000LL, 10000000000000LL,
     100000000000000LL, 1000000000000000LL, 10000000000000000LL, 100000000000000000LL,
     1000000000000000000LL};
-
-/* "<tag>=" (the text of tags below TAG_TEXT made once, as put_fields does) */
-static int put_tag(Buf *b, int tag) {
-    if (tag >= 0 && tag < TAG_TEXT) {
-        int k = tag_text_len[tag];
-        if (k == 0) {
-            k = fmt_ll(tag_text[tag], tag);
-            tag_text[tag][k++] = '=';
-            tag_text_len[tag] = (uint8_t)k;
-        }
-        return buf_put(b, tag_text[tag], k);
-    }
-    char t[16];
-    int k = fmt_ll(t, tag);
-    t[k++] = '=';
-    return buf_put(b, t, k);
-}
 
 /* An ASCII str without SOH: 0 and its bytes; 1 if not (the reference decides). */
 static int ascii_of(PyObject *v, const char **s, Py_ssize_t *n) {
