@@ -97,7 +97,7 @@ class _InboundStore(MessageStore):
     """
 
     __slots__ = ("_store", "_save", "get_range", "last_saved_seq", "set_next_sender_seq",
-                 "sync", "close", "flush", "_target", "_holds", "_want", "_order", "dirty",
+                 "sync", "close", "flush", "_target", "_want", "_order", "dirty",
                  "_dirty_list")
 
     def __init__(self, store: FileStore, dirty_list: list | None = None) -> None:
@@ -112,9 +112,11 @@ class _InboundStore(MessageStore):
         self.close = store.close
         self.flush = store.flush
         self._target = store.next_target_seq
-        self._holds: dict[int, int] = {}       # MsgSeqNum -> commands not acknowledged yet
         self._want = 0                         # target seq to persist at the next persist()
-        self._order: collections.deque[int] = collections.deque()   # held MsgSeqNums, ascending
+        #: MsgSeqNums whose command is not acknowledged yet, ascending: messages are consumed
+        #: in MsgSeqNum order and the engine acknowledges commands in the order sent, so the
+        #: oldest hold is the next one released
+        self._order: collections.deque[int] = collections.deque()
 
     @property
     def next_target_seq(self) -> int:
@@ -141,32 +143,33 @@ class _InboundStore(MessageStore):
         self._store.reset(now_ns)
         self._target = self._store.next_target_seq
         self._want = 0
-        self._holds.clear()
         self._order.clear()
 
     def hold(self, seq: int) -> None:
-        n = self._holds.get(seq, 0)
-        self._holds[seq] = n + 1
-        if not n:
-            self._order.append(seq)            # messages are consumed in MsgSeqNum order
+        """Message ``seq`` became a command to the engine: until it is acknowledged, the
+        persisted next inbound MsgSeqNum stays at or below ``seq`` (so a restart asks for it
+        again instead of losing it)."""
+        self._order.append(seq)
 
     def release(self, seq: int, commit: bool = True) -> None:
         """The command of message ``seq`` is acknowledged; ``commit=False`` leaves the
-        ``commit()`` to the caller (once after a batch of releases)."""
-        n = self._holds.get(seq, 0)
-        if n > 1:
-            self._holds[seq] = n - 1
-        elif n:
-            del self._holds[seq]
-            if commit:
-                self.commit()
+        ``commit()`` to the caller (once after a batch of releases). A seq that is not held
+        (its hold went with a reset of the store) is ignored."""
+        order = self._order
+        if order and order[0] == seq:
+            order.popleft()
+        else:
+            try:
+                order.remove(seq)
+            except ValueError:
+                return
+        if commit:
+            self.commit()
 
     def commit(self) -> None:
         """Compute what may be persisted now; ``persist()`` writes it (once per loop
         iteration, with the messages the store buffered)."""
-        order, holds = self._order, self._holds
-        while order and order[0] not in holds:
-            order.popleft()
+        order = self._order
         self._want = min(self._target, order[0]) if order else self._target
         if not self.dirty:
             self.dirty = True
@@ -213,13 +216,10 @@ class Gateway:
         self.drop_copies: dict[str, list[_Slot]] = {}
         self.link: EngineLink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None   # set by start()
-        self.inflight: dict[int, object] = {}
-        # id(cmd) -> MsgSeqNum and store of the message it came from (two dicts: no tuple to
-        # make and collect per order)
-        self._held: dict[int, int] = {}
-        self._held_store: dict[int, _InboundStore] = {}
-        self._outbox: list = []
-        self.unsent: list = []
+        #: request id -> (command, store of the message it came from or None, its MsgSeqNum)
+        self.inflight: dict[int, tuple] = {}
+        self._outbox: list[tuple] = []     # such entries not yet sent to the engine
+        self.unsent: list[tuple] = []      # ... and those waiting for the link to come back
         self._barriers: dict[int, tuple[_Slot, FixMessage]] = {}
         self._barrier_token = 0
         self._head = 0                     # the engine's next event seq when the link came up
@@ -438,41 +438,37 @@ class Gateway:
                 return
 
     def _resend_inflight(self, last_req: int) -> None:
-        for r in [r for r in self.inflight if r <= last_req]:
-            self._release(self.inflight.pop(r))   # sequenced: the outcome is on the stream
+        sequenced = sorted(r for r in self.inflight if r <= last_req)
+        if sequenced:                       # the outcome is on the stream
+            self._release_reqs(sequenced)
         if self.inflight:
             pending = [self.inflight[r] for r in sorted(self.inflight)]
             self.inflight.clear()
-            first = self.link.submit(pending)
-            for k, cmd in enumerate(pending):
-                self.inflight[first + k] = cmd
+            self._send_entries(pending)
             log.info("resent %d commands the engine had not sequenced", len(pending))
         if self.unsent:
-            cmds, self.unsent = self.unsent, []
-            first = self.link.submit(cmds)
-            for k, cmd in enumerate(cmds):
-                self.inflight[first + k] = cmd
+            entries, self.unsent = self.unsent, []
+            self._send_entries(entries)
 
-    def _release(self, cmd) -> None:
-        seq = self._held.pop(id(cmd), None) if cmd is not None else None
-        if seq is not None:
-            self._held_store.pop(id(cmd)).release(seq)
+    def _send_entries(self, entries: list[tuple]) -> None:
+        first = self.link.submit([e[0] for e in entries])
+        self.inflight.update(zip(range(first, first + len(entries)), entries))
 
     def _release_range(self, first: int, count: int) -> None:
         """Requests ``first`` .. ``first + count - 1`` are acknowledged (or refused)."""
+        self._release_reqs(range(first, first + count))
+
+    def _release_reqs(self, reqs) -> None:
+        """Requests ``reqs`` (ascending) are done: release the MsgSeqNums they held."""
         pop = self.inflight.pop
-        held_pop = self._held.pop
-        store_pop = self._held_store.pop
         stores = set()
-        for r in range(first, first + count):
-            cmd = pop(r, None)
-            if cmd is None:
-                continue
-            seq = held_pop(id(cmd), None)
-            if seq is not None:
-                store = store_pop(id(cmd))
-                store.release(seq, False)
-                stores.add(store)
+        for r in reqs:
+            entry = pop(r, None)
+            if entry is not None:
+                store = entry[1]
+                if store is not None:
+                    store.release(entry[2], False)
+                    stores.add(store)
         for store in stores:
             store.commit()
 
@@ -481,10 +477,11 @@ class Gateway:
             seq = int(msg.get(34))
             store = slot.fix.store
             store.hold(seq)
-            self._held[id(cmd)] = seq
-            self._held_store[id(cmd)] = store
+            entry = (cmd, store, seq)
+        else:
+            entry = (cmd, None, 0)
         outbox = self._outbox
-        outbox.append(cmd)
+        outbox.append(entry)
         if len(outbox) >= SUBMIT_BATCH:
             self._flush()          # a long input burst: let the engine start on it meanwhile
         elif not self._flush_scheduled:
@@ -494,14 +491,13 @@ class Gateway:
     def _flush(self) -> None:
         """Send the queued commands to the engine (numbered, kept in ``inflight``)."""
         self._flush_scheduled = False
-        cmds, self._outbox = self._outbox, []
-        if not cmds:
+        entries, self._outbox = self._outbox, []
+        if not entries:
             return
         if self.link is None:
-            self.unsent.extend(cmds)         # numbered and sent once the link is back
+            self.unsent.extend(entries)      # numbered and sent once the link is back
             return
-        first = self.link.submit(cmds)
-        self.inflight.update(zip(range(first, first + len(cmds)), cmds))
+        self._send_entries(entries)
 
     def _on_events(self, events: list) -> None:
         now = self.clock()

@@ -13,14 +13,16 @@ _S = 1_000_000_000
 
 
 class Throttle:
-    __slots__ = ("rate", "tokens", "last_ns", "window", "refused_now", "over_seconds",
-                 "disconnect_after")
+    __slots__ = ("rate", "cap", "tokens", "last_ns", "window", "window_end", "refused_now",
+                 "over_seconds", "disconnect_after")
 
     def __init__(self, rate: int, disconnect_after_s: int) -> None:
         self.rate = rate
-        self.tokens = rate * _S          # in token-nanoseconds: integer arithmetic, exact
+        self.cap = rate * _S             # in token-nanoseconds: integer arithmetic, exact
+        self.tokens = self.cap
         self.last_ns: int | None = None
         self.window: int | None = None   # index of the current second
+        self.window_end = 0              # its end, ns (0: no message yet)
         self.refused_now = False
         self.over_seconds = 0            # consecutive completed seconds with a refusal
         self.disconnect_after = disconnect_after_s
@@ -36,16 +38,23 @@ class Throttle:
                 self.over_seconds = 0
             self.window = second
             self.refused_now = False
+        self.window_end = (self.window + 1) * _S
 
     def allow(self, now_ns: int) -> bool:
-        if now_ns // _S != self.window:
+        last = self.last_ns
+        if last is None:
             self._roll(now_ns)
-        if self.last_ns is not None:
-            self.tokens = min(self.rate * _S, self.tokens + (now_ns - self.last_ns) * self.rate)
+            last = now_ns
+        elif now_ns >= self.window_end or now_ns < last:   # another second (or a step back)
+            self._roll(now_ns)
+        tokens = self.tokens + (now_ns - last) * self.rate
+        if tokens > self.cap:
+            tokens = self.cap
         self.last_ns = now_ns
-        if self.tokens >= _S:
-            self.tokens -= _S
+        if tokens >= _S:
+            self.tokens = tokens - _S
             return True
+        self.tokens = tokens
         self.refused_now = True
         return False
 

@@ -272,6 +272,53 @@ def test_throttle_refuses_excess_and_detects_abuse():
     assert not quiet.abusive(base + 3 * S)
 
 
+
+class _BucketModel:
+    """The throttle's contract spelled out plainly: a bucket of ``rate`` tokens refilled at
+    ``rate`` per second (exact, in token-nanoseconds), seconds counted from the first message."""
+
+    def __init__(self, rate: int, after: int) -> None:
+        self.rate, self.after = rate, after
+        self.tokens, self.last, self.second = rate * 10**9, None, None
+        self.refused, self.over = False, 0
+
+    def _roll(self, now: int) -> None:
+        sec = now // 10**9
+        if self.second is not None and sec != self.second:
+            self.over = self.over + 1 if self.refused and sec == self.second + 1 else 0
+            self.refused = False
+        self.second = sec
+
+    def allow(self, now: int) -> bool:
+        self._roll(now)
+        if self.last is not None:
+            self.tokens = min(self.rate * 10**9, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 10**9:
+            self.tokens -= 10**9
+            return True
+        self.refused = True
+        return False
+
+    def abusive(self, now: int) -> bool:
+        self._roll(now)
+        return self.over + self.refused >= self.after
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 50), st.integers(1, 3),
+       st.lists(st.tuples(st.integers(-10**8, 6 * 10**8), st.booleans()), max_size=120))
+def test_throttle_matches_the_plain_token_bucket(rate, after, steps):
+    t, model = Throttle(rate, after), _BucketModel(rate, after)
+    now = 1_700_000_000 * 10**9
+    for step, ask_abuse in steps:
+        now += step                    # mostly forward; a step back is a clock correction
+        if ask_abuse:
+            assert t.abusive(now) == model.abusive(now)
+        else:
+            assert t.allow(now) == model.allow(now)
+
+
 # ---------------------------------------------------------------------------------- info
 
 def test_info_answers_status_snapshot_and_security_list():

@@ -162,3 +162,37 @@ def test_messages_are_stored_before_they_are_written_and_state_is_on_disk(tmp_pa
     for slot in gw.slots.values():
         slot.fix.store.close()
     gw._watermark_map.close()
+
+
+def test_inbound_seq_is_persisted_only_below_the_oldest_unacknowledged_message(tmp_path):
+    """A message whose command the engine has not acknowledged must be asked for again after
+    a restart: the next inbound MsgSeqNum on disk stays at the oldest one still held."""
+    from fix_gateway.gateway import _InboundStore
+    from fix_gateway.store import FileStore
+
+    store = _InboundStore(FileStore(str(tmp_path / "s"), group_commit=True))
+    on_disk = lambda: slot_on_disk(tmp_path / "s" / "seqnums")[1]   # noqa: E731
+    for seq in (1, 2, 3):
+        store.hold(seq)
+        store.set_next_target_seq(seq + 1)
+    store.commit()
+    store.persist()
+    assert on_disk() == 1
+    store.release(1)
+    store.persist()
+    assert on_disk() == 2
+    store.release(3)                    # out of order: 2 still holds the line
+    store.persist()
+    assert on_disk() == 2
+    store.release(99)                   # not held (e.g. held before a reset): no effect
+    store.persist()
+    assert on_disk() == 2
+    store.release(2)
+    store.persist()
+    assert on_disk() == 4
+    store.hold(4)
+    store.reset(0)                      # a reset forgets the holds; a late release is ignored
+    store.release(4)
+    store.commit()
+    store.persist()
+    assert on_disk() == 1
