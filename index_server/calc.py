@@ -341,10 +341,16 @@ class IndexCalculator:
         self._by_symbol = by_symbol
 
 
+_utc_second = [-1, ""]     # the last second formatted and its text (one per second)
+
+
 def _utc(ns: int) -> str:
     """RFC 3339 UTC time with nanoseconds: ``2025-06-20T07:00:00.123456789Z`` ("" for 0)."""
     if ns == 0:
         return ""
     secs, frac = divmod(ns, 1_000_000_000)
-    t = _EPOCH + datetime.timedelta(seconds=secs)
-    return f"{t:%Y-%m-%dT%H:%M:%S}.{frac:09d}Z"
+    last = _utc_second
+    if secs != last[0]:
+        last[1] = f"{_EPOCH + datetime.timedelta(seconds=secs):%Y-%m-%dT%H:%M:%S}"
+        last[0] = secs
+    return f"{last[1]}.{frac:09d}Z"

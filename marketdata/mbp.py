@@ -112,44 +112,85 @@ class FeedBooks:
         when = _time_of(ev.ts)
         for side in (1, 2):
             prices = touched.get(side)
-            if prices is not None and (not self.incremental
-                                       or not self._changes_only(inst, side, prices, when, out)):
+            if prices is None:
+                continue
+            if not self.incremental:
                 self._diff(inst, side, when, out)
+            else:
+                self._touched(inst, side, prices, when, out)
         return out
 
-    def _changes_only(self, inst: _Instrument, side: int, prices: list[int], when: int,
-                      out: list) -> bool:
-        """The cheap path, giving exactly what ``_diff`` would: when no touched level enters
-        or leaves the published top, the entries are the touched published levels whose
-        quantity or order count changed, in book order. Returns False (nothing done) when
-        the set of published levels changes; ``_diff`` then recomputes the top."""
+    def _touched(self, inst: _Instrument, side: int, prices: list[int], when: int,
+                 out: list) -> None:
+        """The entries ``_diff`` gives, found from the touched levels alone. Before the
+        event the published top is the book's first ``depth`` levels; the untouched levels
+        keep their order, so besides the touched levels only the top's edge can change:
+        untouched levels move up into the top when touched ones leave it, or are pushed out
+        when touched ones enter it. Deletes (in book order) come first, then new and changed
+        levels in position order, as in ``_diff``."""
         s = inst.sides[side]
-        published, levels, depth = s.published, s.levels, self.depth
-        changed = None
+        published, levels, depth, keys, sign = s.published, s.levels, self.depth, s.keys, s.sign
+        if len(prices) > 1:
+            prices = list(dict.fromkeys(prices))
+        gone: list[int] = []                        # prices leaving the top
+        shown: list[tuple[int, int, object]] = []   # (position, price, published before)
+        had = 0                                     # touched levels published before
+        kept = 0                                    # touched levels in the top after
         for price in prices:
+            was = published.get(price)
             now = levels.get(price)
-            if price in published:
-                if now is None:
-                    return False                    # a published level is gone
-                if published[price] != now:
-                    (changed := changed or []).append(price)
-            elif now is not None and bisect_left(s.keys, s.sign * price) < depth:
-                return False                        # a new level enters the top
-        if changed:
-            if len(changed) > 1:
-                changed = sorted(set(changed), key=s.sign.__mul__)
-            etype = BID if side == 1 else OFFER
-            exp, sym, keys = self.exp, inst.symbol, s.keys
-            for price in changed:
-                qty, n = levels[price]
-                published[price] = (qty, n)
+            if was is not None:
+                had += 1
+            if now is not None:
+                pos = bisect_left(keys, sign * price)
+                if pos < depth:
+                    kept += 1
+                    if was != now:
+                        shown.append((pos, price, was))
+                    continue
+            if was is not None:
+                gone.append(price)
+        size = min(depth, len(keys))
+        before = len(published) - had               # untouched levels in the top before
+        after = size - kept                         # ... and after
+        if before != after:
+            touched = set(prices)
+            if after > before:                      # the last untouched ones of the top now
+                i = size - 1
+                for _ in range(after - before):
+                    while keys[i] * sign in touched:
+                        i -= 1
+                    shown.append((i, keys[i] * sign, None))
+                    i -= 1
+            else:                                   # the first untouched ones past the top
+                i = depth
+                for _ in range(before - after):
+                    while keys[i] * sign in touched:
+                        i += 1
+                    gone.append(keys[i] * sign)
+                    i += 1
+        etype = BID if side == 1 else OFFER
+        exp, sym = self.exp, inst.symbol
+        if gone:
+            if len(gone) > 1:
+                gone.sort(key=sign.__mul__)
+            for price in gone:
+                del published[price]
                 inst.rpt_seq += 1
-                out.append({"MDUpdateAction": CHANGE, "MDEntryType": etype, "Symbol": sym,
+                out.append({"MDUpdateAction": DELETE, "MDEntryType": etype, "Symbol": sym,
                             "RptSeq": inst.rpt_seq, "MDEntryPx": (price, exp),
-                            "MDEntrySize": qty, "NumberOfOrders": n,
-                            "MDPriceLevel": bisect_left(keys, s.sign * price) + 1,
                             "MDEntryTime": when})
-        return True
+        if shown:
+            if len(shown) > 1:
+                shown.sort()
+            for pos, price, was in shown:
+                qty, n = published[price] = levels[price]
+                inst.rpt_seq += 1
+                out.append({"MDUpdateAction": NEW if was is None else CHANGE,
+                            "MDEntryType": etype, "Symbol": sym, "RptSeq": inst.rpt_seq,
+                            "MDEntryPx": (price, exp), "MDEntrySize": qty,
+                            "NumberOfOrders": n, "MDPriceLevel": pos + 1,
+                            "MDEntryTime": when})
 
     def _diff(self, inst: _Instrument, side: int, when: int, out: list) -> None:
         s = inst.sides[side]
@@ -159,12 +200,14 @@ class FeedBooks:
         etype = BID if side == 1 else OFFER
         exp = self.exp
         sym = inst.symbol
-        for price in old:
-            if price not in new:
-                inst.rpt_seq += 1
-                out.append({"MDUpdateAction": DELETE, "MDEntryType": etype, "Symbol": sym,
-                            "RptSeq": inst.rpt_seq, "MDEntryPx": (price, exp),
-                            "MDEntryTime": when})
+        gone = [price for price in old if price not in new]
+        if len(gone) > 1:               # in book order (``published`` may be in any order)
+            gone.sort(key=s.sign.__mul__)
+        for price in gone:
+            inst.rpt_seq += 1
+            out.append({"MDUpdateAction": DELETE, "MDEntryType": etype, "Symbol": sym,
+                        "RptSeq": inst.rpt_seq, "MDEntryPx": (price, exp),
+                        "MDEntryTime": when})
         for pos, (price, qty, n) in enumerate(top, 1):
             prev = old.get(price)
             if prev == (qty, n):

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from bench.workload import default_refdata, generate
 from engine.commands import SequencedCommand
 from engine.core import Engine
+from engine.events import BookUpdate
 from marketdata.mbp import CHANGE, DELETE, NEW, FeedBooks
 
 
@@ -66,3 +68,35 @@ def test_incremental_path_gives_exactly_the_full_recomputation(depth, seed):
             assert a == b
             n += len(a)
     assert n > 1000
+
+
+# one BookUpdate's levels: several touched prices on either side, at a few prices only, so
+# that levels enter, leave and cross the top's edge in every combination
+_LEVELS = st.lists(st.tuples(st.sampled_from([1, 2]), st.integers(1, 12),
+                             st.sampled_from([0, 0, 5, 10, 15]), st.integers(1, 3)),
+                   min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4), st.lists(_LEVELS, min_size=1, max_size=40))
+def test_incremental_path_matches_the_full_recomputation_on_any_level_changes(depth, updates):
+    ref = default_refdata()
+    sym = ref.instruments[0].symbol
+    fast, full = FeedBooks(ref, depth), FeedBooks(ref, depth, incremental=False)
+    consumer: dict = {}
+    for seq, levels in enumerate(updates, 1):
+        levels = tuple((side, price * 100, qty, n if qty else 0)
+                       for side, price, qty, n in levels)
+        ev = BookUpdate(seq, seq, seq * 1_000_000, sym, levels)
+        a, b = fast.on_event(ev), full.on_event(ev)
+        assert a == b
+        for e in a:
+            consumer_apply(consumer, e)
+    for side, etype in ((1, "0"), (2, "1")):
+        book: dict = {}
+        for levels in updates:
+            for s_, price, qty, n in levels:
+                if s_ == side:
+                    book[price * 100] = (qty, n)
+        live = sorted(((p, v) for p, v in book.items() if v[0]), reverse=(side == 1))[:depth]
+        assert sorted(consumer.get((sym, etype), {}).items(), reverse=(side == 1)) == live
