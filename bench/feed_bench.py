@@ -81,7 +81,7 @@ def bench_core(cfg, n: int) -> float:
     for evs in batches:
         pub.on_events(evs)
     dt = time.perf_counter() - t0
-    svc.sock.close()
+    svc.close_sockets()
     d = sum(pub.datagrams.values())
     print(f"1. publisher core (encode + 2 x sendto + replay buffer), depth {svc.md.depth}:")
     print(f"  {len(batches):,} commands in {dt:.2f} s = {len(batches) / dt:,.0f} commands/s, "

@@ -6,8 +6,8 @@ Contract:
   ``(group, port)``). ``ChannelSet`` is the group of channels one publisher owns; the index
   server, when it publishes its own channel set, builds one the same way.
 - ``sender(interface, ttl, loopback)`` is a non-blocking UDP socket with ``IP_MULTICAST_IF`` =
-  ``interface``, ``IP_MULTICAST_TTL`` = ``ttl`` and ``IP_MULTICAST_LOOP`` = ``loopback``; one
-  socket sends every channel and both feeds.
+  ``interface``, ``IP_MULTICAST_TTL`` = ``ttl`` and ``IP_MULTICAST_LOOP`` = ``loopback``; the
+  publisher connects one to each feed of each channel.
 - ``receiver(group, port, interface)`` is a non-blocking UDP socket bound to ``(group, port)``
   (so it sees only that group's datagrams, several processes may bind the same feed:
   ``SO_REUSEADDR``/``SO_REUSEPORT``) that has joined ``group`` on ``interface``

@@ -27,9 +27,22 @@ BID, OFFER, TRADE = "0", "1", "2"
 NEW, CHANGE, DELETE = 0, 1, 2
 
 
+_last_time = [-1, 0]       # the last millisecond converted and its MDEntryTime
+
+
 def _time_of(ts_ns: int) -> int:
-    """MDEntryTime as HHMMSSsss (UTC), as the Moscow Exchange feeds carry it."""
+    """MDEntryTime as HHMMSSsss (UTC), as the Moscow Exchange feeds carry it (converted once
+    per millisecond: the events of one engine batch share a timestamp)."""
     ms = ts_ns // 1_000_000
+    last = _last_time
+    if ms == last[0]:
+        return last[1]
+    last[1] = t = _hhmmss_ms(ms)
+    last[0] = ms
+    return t
+
+
+def _hhmmss_ms(ms: int) -> int:
     s, ms = divmod(ms, 1000)
     m, s = divmod(s, 60)
     h, m = divmod(m, 60)
@@ -104,12 +117,18 @@ class FeedBooks:
         if inst is None:
             return []
         sides = inst.sides
-        touched: dict[int, list[int]] = {}
-        for side, price, qty, orders in ev.levels:
-            sides[side].set(price, qty, orders)
-            touched.setdefault(side, []).append(price)
         out: list[dict] = []
         when = _time_of(ev.ts)
+        levels = ev.levels
+        if len(levels) == 1 and self.incremental:     # the common event: one level
+            side, price, qty, orders = levels[0]
+            sides[side].set(price, qty, orders)
+            self._touched(inst, side, [price], when, out)
+            return out
+        touched: dict[int, list[int]] = {}
+        for side, price, qty, orders in levels:
+            sides[side].set(price, qty, orders)
+            touched.setdefault(side, []).append(price)
         for side in (1, 2):
             prices = touched.get(side)
             if prices is None:
@@ -130,7 +149,25 @@ class FeedBooks:
         levels in position order, as in ``_diff``."""
         s = inst.sides[side]
         published, levels, depth, keys, sign = s.published, s.levels, self.depth, s.keys, s.sign
-        if len(prices) > 1:
+        if len(prices) == 1:                # the quick answers for one level
+            price = prices[0]
+            was = published.get(price)
+            now = levels.get(price)
+            if was is not None and now is not None:     # still in the top, same position
+                if was != now:
+                    published[price] = now
+                    inst.rpt_seq += 1
+                    out.append({"MDUpdateAction": CHANGE,
+                                "MDEntryType": BID if side == 1 else OFFER,
+                                "Symbol": inst.symbol, "RptSeq": inst.rpt_seq,
+                                "MDEntryPx": (price, self.exp), "MDEntrySize": now[0],
+                                "NumberOfOrders": now[1],
+                                "MDPriceLevel": bisect_left(keys, sign * price) + 1,
+                                "MDEntryTime": when})
+                return
+            if was is None and (now is None or bisect_left(keys, sign * price) >= depth):
+                return                      # below the top before and after
+        else:
             prices = list(dict.fromkeys(prices))
         gone: list[int] = []                        # prices leaving the top
         shown: list[tuple[int, int, object]] = []   # (position, price, published before)

@@ -140,8 +140,12 @@ class FeedPublisher:
         pending.append(ev)
 
     def on_events(self, events) -> None:
-        for ev in events:
-            self.on_event(ev)
+        pending = self._pending
+        for ev in events:                   # on_event(ev), inlined
+            if pending and pending[-1].cmd_seq != ev.cmd_seq:
+                self.flush()
+                pending = self._pending
+            pending.append(ev)
         self.flush()
 
     def flush(self) -> None:
@@ -324,8 +328,20 @@ class PublisherService:
         self.replication = replication or (cfg.engine.host, cfg.engine.replication_port)
         self.node_id = node_id or f"marketdata-{os.getpid()}"
         self.channels = channels or ChannelSet.from_config(md)
-        self._addrs = {ch.name: ch.feeds for ch in self.channels}
-        self.sock = sender(md.interface, md.ttl, md.loopback)
+        # one connected socket per feed of each channel: a send names no address to parse
+        # and route per datagram (multicast draws no ICMP errors, so nothing is refused)
+        self.socks: list = []
+        self._sends: dict[str, list] = {}
+        try:
+            for ch in self.channels:
+                for addr in ch.feeds:
+                    sock = sender(md.interface, md.ttl, md.loopback)
+                    self.socks.append(sock)
+                    sock.connect(addr)
+                    self._sends.setdefault(ch.name, []).append(sock.send)
+        except BaseException:
+            self.close_sockets()
+            raise
         self.replay_buffer = ReplayBuffer(md.replay_buffer)
         self.replay = ReplayServer({CHANNEL_INCREMENTAL: self.replay_buffer}, md.replay_host,
                                    md.replay_port, max_messages=md.replay_max_messages)
@@ -345,12 +361,15 @@ class PublisherService:
     def _sink(self, channel: str, seq: int, data: bytes) -> None:
         if channel == INCREMENTAL:
             self.replay_buffer.add(seq, data)
-        sendto = self.sock.sendto
-        for addr in self._addrs[channel]:
+        for send in self._sends[channel]:
             try:
-                sendto(data, addr)
+                send(data)
             except OSError:          # full send buffer: subscribers recover by replay
                 self.send_errors += 1
+
+    def close_sockets(self) -> None:
+        for sock in self.socks:
+            sock.close()
 
     def endpoints(self) -> dict:
         eps = {"interface": self.md.interface, "ttl": self.md.ttl,
@@ -490,7 +509,7 @@ class PublisherService:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.replay.close()
-        self.sock.close()
+        self.close_sockets()
 
 
 def run_marketdata(cfg, replication: str | None = None) -> int:
