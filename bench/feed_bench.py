@@ -144,12 +144,14 @@ async def bench_replication(cfg, repl_port: int, history_head: int) -> None:
 
 async def bench_live(cfg, cfg_path: Path, repl_port: int, oe_port: int, live_n: int,
                      rate: float, burst: int = 0) -> None:
+    from bourse.run import tune_gc
     from marketdata.publisher import PublisherService
 
     svc = PublisherService(cfg, replication=("127.0.0.1", repl_port), node_id="bench-md-live")
     pub = svc.publisher
     await svc.start()
     await asyncio.wait_for(svc.caught_up.wait(), 30)
+    tune_gc()                       # the collector as in the market-data process
     pub.arrival_latency, pub.commit_latency = [], []
     entries0, cmds0, d0 = pub.entries, pub.commands, sum(pub.datagrams.values())
     loop = asyncio.get_running_loop()
