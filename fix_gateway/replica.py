@@ -96,8 +96,9 @@ class OrderView(msgspec.Struct, gc=False):
         return self.leaves > 0 and self.status in (NEW, PARTIAL)
 
 
-class ExecReport(msgspec.Struct, frozen=True):
-    """An execution report for the order's session (and the firm's drop copies)."""
+class ExecReport(msgspec.Struct, frozen=True, gc=False):
+    """An execution report for the order's session (and the firm's drop copies); one per
+    order at least, holding only scalars (``gc=False``: never part of a cycle)."""
 
     exec_id: str
     exec_type: str

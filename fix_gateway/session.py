@@ -175,7 +175,9 @@ _S = 1_000_000_000
 
 # --------------------------------------------------------------------------------- actions
 
-class Send(msgspec.Struct, frozen=True):
+# gc=False on the per-message actions: they hold only bytes, scalars and a parsed message,
+# never a cycle, so the collector need not track them.
+class Send(msgspec.Struct, frozen=True, gc=False):
     """Write ``data`` to the connection."""
 
     data: bytes
@@ -184,7 +186,7 @@ class Send(msgspec.Struct, frozen=True):
     poss_dup: bool = False
 
 
-class Deliver(msgspec.Struct, frozen=True):
+class Deliver(msgspec.Struct, frozen=True, gc=False):
     """An in-order application message for the application."""
 
     msg: FixMessage
