@@ -26,6 +26,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>     /* T_OBJECT_EX, READ_RESTRICTED: member slots of report types */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -1475,6 +1476,62 @@ static const char *const ER_NAMES[ER_N] = {
     "last_px", "cum_qty", "leaves", "filled_notional", "trade_id", "text", "ts"};
 static PyObject *er_names[ER_N];
 
+/* Where the report type keeps each of those attributes: a report is a msgspec Struct, whose
+ * fields are plain member slots (T_OBJECT_EX) at fixed offsets, so once the offsets of its type
+ * are known each value is one load instead of an attribute lookup through the type. Used only
+ * for an object of exactly that type, unchanged since (its version tag), with the generic
+ * attribute lookup and no instance dict (nothing can shadow a slot); any other object is read
+ * with PyObject_GetAttr. */
+static PyTypeObject *er_type;          /* strong reference: the type the offsets belong to */
+static unsigned int er_version;        /* its version tag then: changed if the type changes */
+static Py_ssize_t er_offset[ER_N];
+
+static int er_learn(PyTypeObject *tp) {
+    if (tp->tp_getattro != PyObject_GenericGetAttr || tp->tp_dictoffset != 0)
+        return 0;
+    Py_ssize_t off[ER_N];
+    for (int i = 0; i < ER_N; i++) {
+        PyObject *d = _PyType_Lookup(tp, er_names[i]);      /* borrowed */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type))
+            return 0;
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READ_RESTRICTED))
+            return 0;
+        off[i] = m->offset;
+    }
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG))
+        return 0;                 /* (the lookups above assign one; without it, no cache) */
+    Py_XSETREF(er_type, (PyTypeObject *)Py_NewRef((PyObject *)tp));
+    er_version = tp->tp_version_tag;
+    memcpy(er_offset, off, sizeof off);
+    return 1;
+}
+
+/* The report's attributes as new references in v (NULL and an exception on failure). */
+static int er_values(PyObject *r, PyObject **v) {
+    PyTypeObject *tp = Py_TYPE(r);
+    if ((tp == er_type && PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG)
+         && tp->tp_version_tag == er_version) || er_learn(tp)) {
+        int i = 0;
+        for (; i < ER_N; i++) {
+            PyObject *x = *(PyObject **)((char *)r + er_offset[i]);
+            if (x == NULL)
+                break;                            /* unset: let GetAttr raise */
+            v[i] = Py_NewRef(x);
+        }
+        if (i == ER_N)
+            return 0;
+        for (int k = 0; k < i; k++)
+            Py_CLEAR(v[k]);
+    }
+    for (int i = 0; i < ER_N; i++) {
+        v[i] = PyObject_GetAttr(r, er_names[i]);
+        if (v[i] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 static const long long POW10[19] = {
     1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1000000LL, 10000000LL, 100000000LL,
     1000000000LL, 10000000000LL, 100000000000LL, 1000000000000LL, 10000000000000LL,
@@ -1548,11 +1605,8 @@ static PyObject *ff_exec_report(PyObject *mod, PyObject *const *args, Py_ssize_t
     }
     PyObject *v[ER_N] = {NULL};
     PyObject *res = NULL;
-    for (int i = 0; i < ER_N; i++) {
-        v[i] = PyObject_GetAttr(args[0], er_names[i]);
-        if (v[i] == NULL)
-            goto done;
-    }
+    if (er_values(args[0], v) < 0)
+        goto done;
     const char *s[ER_N];
     Py_ssize_t sn[ER_N];
     long long x[ER_N];

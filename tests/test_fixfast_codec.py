@@ -514,6 +514,27 @@ def test_exec_report_run_covers_the_common_reports():
     assert fast.exec_report(reject, 4) is None       # OrdRejReason: the reference's table
 
 
+def test_exec_report_reads_any_object_with_the_fields():
+    """The compiled path reads a report type's slots directly; any other object with the same
+    attributes, taken in turn with it, and a missing attribute, get the same answers as
+    attribute lookup gives."""
+    import types
+
+    r = ExecReport(exec_id="5", exec_type="0", ord_status="0", session="BROKER1", firm="F",
+                   account="A1", order_id=123, cl_ord_id="c1", orig_cl_ord_id="",
+                   instrument="SBER", side=1, ord_type=2, tif=0, price=2_800_100, qty=10,
+                   cum_qty=0, leaves=10, filled_notional=0, ts=1_700_000_000_123_456_789)
+    want = fast.exec_report(r, 4)
+    assert want is not None
+    plain = types.SimpleNamespace(**{f: getattr(r, f) for f in r.__struct_fields__})
+    for obj in (plain, r, plain, r):
+        assert fast.exec_report(obj, 4) == want
+    del plain.leaves
+    with pytest.raises(AttributeError):
+        fast.exec_report(plain, 4)
+    assert fast.exec_report(r, 4) == want
+
+
 def test_encode_takes_runs_of_encoded_fields():
     run = b"55=SBER\x0154=1\x01"
     for enc in (fast.encode, codec.py_encode):
