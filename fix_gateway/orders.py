@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import msgspec
+
 from bourse.config import GatewaySession
 from engine.commands import (
     CancelOrder, Command, MassCancel, NewOrder, OrdType, ReplaceOrder, TimeInForce,
@@ -37,7 +39,9 @@ _LIMIT = int(OrdType.LIMIT)       # a plain int compares faster than the enum me
 _new_order = getattr(codec._fast, "new_order", None) if codec._fast is not None else None
 
 
-class Forward(NamedTuple):
+class Forward(msgspec.Struct, frozen=True, gc=False):
+    """A command for the engine (one per order: built in C, untracked by the collector)."""
+
     cmd: Command
 
 
