@@ -22,12 +22,20 @@ Three measurements, printed, nothing asserted:
    is chosen so that the feed carries more than 20,000 book updates/s.
 
 On a 2-core machine the engine, the publisher and the load client share the cores, which
-shows in the tails.
+shows in the tails. ``--core-only`` runs part 1 alone; its timed loop runs inside
+``functools.reduce``, so that
+
+    valgrind --tool=callgrind --toggle-collect=functools_reduce \
+        python -m bench.feed_bench --core-only --commands 20000
+
+counts the publisher core's instructions only (divide by the commands printed): a figure that
+repeats from run to run, unlike the CPU times on a shared machine.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -77,9 +85,9 @@ def bench_core(cfg, n: int) -> float:
     batches = [eng.apply(SequencedCommand(i, i * 1000, "b", 0, c)) for i, c in enumerate(cmds, 1)]
     svc = PublisherService(cfg)
     pub = svc.publisher
+    on_events = pub.on_events
     t0 = time.perf_counter()
-    for evs in batches:
-        pub.on_events(evs)
+    functools.reduce(lambda _, evs: on_events(evs), batches, None)   # (see the docstring)
     dt = time.perf_counter() - t0
     svc.close_sockets()
     d = sum(pub.datagrams.values())
@@ -193,6 +201,7 @@ def main(argv=None) -> None:
                     help="live run: the load client submits N commands at once (default 0: "
                          "a continuous flow, 2-4 commands per submission)")
     ap.add_argument("--fsync", default="batch", choices=("batch", "interval", "never"))
+    ap.add_argument("--core-only", action="store_true", help="part 1 alone")
     args = ap.parse_args(argv)
     import uvloop
 
@@ -202,6 +211,8 @@ def main(argv=None) -> None:
         md_config(cfg_path, args.depth)
         cfg = load_config(cfg_path)
         per_cmd = bench_core(cfg, args.commands)
+        if args.core_only:
+            return
         rate = args.rate or round(24_000 / per_cmd, -2)
 
         proc, oe_port, repl_port = start_engine(cfg_path)
