@@ -97,7 +97,7 @@ class _InboundStore(MessageStore):
     """
 
     __slots__ = ("_store", "_save", "get_range", "last_saved_seq", "set_next_sender_seq",
-                 "sync", "close", "flush", "_target", "_want", "_order", "dirty",
+                 "sync", "close", "flush", "next_target_seq", "_want", "_order", "dirty",
                  "_dirty_list")
 
     def __init__(self, store: FileStore, dirty_list: list | None = None) -> None:
@@ -111,16 +111,13 @@ class _InboundStore(MessageStore):
         self.sync = store.sync
         self.close = store.close
         self.flush = store.flush
-        self._target = store.next_target_seq
+        #: the next expected inbound MsgSeqNum (a plain slot: read for every message)
+        self.next_target_seq = store.next_target_seq
         self._want = 0                         # target seq to persist at the next persist()
         #: MsgSeqNums whose command is not acknowledged yet, ascending: messages are consumed
         #: in MsgSeqNum order and the engine acknowledges commands in the order sent, so the
         #: oldest hold is the next one released
         self._order: collections.deque[int] = collections.deque()
-
-    @property
-    def next_target_seq(self) -> int:
-        return self._target
 
     @property
     def next_sender_seq(self) -> int:
@@ -131,7 +128,7 @@ class _InboundStore(MessageStore):
         return self._store.created_ns
 
     def set_next_target_seq(self, seq: int) -> None:
-        self._target = seq                     # persisted by commit()
+        self.next_target_seq = seq             # persisted by commit()
 
     def save_sent(self, seq: int, data: bytes) -> None:
         self._save(seq, data)                  # buffered (group commit) until persist()
@@ -141,7 +138,7 @@ class _InboundStore(MessageStore):
 
     def reset(self, now_ns: int) -> None:
         self._store.reset(now_ns)
-        self._target = self._store.next_target_seq
+        self.next_target_seq = self._store.next_target_seq
         self._want = 0
         self._order.clear()
 
@@ -170,7 +167,8 @@ class _InboundStore(MessageStore):
         """Compute what may be persisted now; ``persist()`` writes it (once per loop
         iteration, with the messages the store buffered)."""
         order = self._order
-        self._want = min(self._target, order[0]) if order else self._target
+        target = self.next_target_seq
+        self._want = min(target, order[0]) if order else target
         if not self.dirty:
             self.dirty = True
             self._dirty_list.append(self)
