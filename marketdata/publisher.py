@@ -337,7 +337,11 @@ class PublisherService:
                 for addr in ch.feeds:
                     sock = sender(md.interface, md.ttl, md.loopback)
                     self.socks.append(sock)
-                    sock.connect(addr)
+                    try:
+                        sock.connect(addr)
+                    except OSError as exc:
+                        raise OSError(exc.errno, f"feed {ch.name} {addr[0]}:{addr[1]}: "
+                                                 f"{exc.strerror or exc}") from exc
                     self._sends.setdefault(ch.name, []).append(sock.send)
         except BaseException:
             self.close_sockets()
