@@ -65,8 +65,9 @@ from fix_gateway.gateway import Gateway, _FixConnection
 GC_ORDERS = 800
 
 
-class _Loop:
-    """Collects what the gateway schedules; ``run()`` is the end of a loop iteration."""
+class StubLoop:
+    """Collects what the gateway schedules; ``run()`` is the end of a loop iteration (also the
+    gateway tests' loop)."""
 
     def __init__(self) -> None:
         self.ready: list = []
@@ -112,8 +113,9 @@ class _Transport:
         return default
 
 
-class _Link:
-    """The engine link's submit side: encodes as ``EngineLink.submit`` does, keeps the batches."""
+class StubLink:
+    """The engine link's submit side: encodes as ``EngineLink.submit`` does, keeps the batches
+    (also the gateway tests' link)."""
 
     def __init__(self) -> None:
         self.next_req = 1
@@ -159,9 +161,9 @@ def run(orders: int, n_sessions: int, chunk: int) -> dict:
         gcfg = cfg.gateway()
         gw = Gateway(cfg, gcfg)
         gw.open_sessions()
-        loop = _Loop()
+        loop = StubLoop()
         gw._loop = loop
-        link = _Link()
+        link = StubLink()
         gw.link = link
         gw.engine_up.set()
         gw.caught_up.set()

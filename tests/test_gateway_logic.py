@@ -14,7 +14,7 @@ from fix_gateway.codec import FixMessage
 from fix_gateway.info import InfoService
 from fix_gateway.orders import Forward, OrderEntry, Reply
 from fix_gateway.prices import PriceFormat
-from fix_gateway.replica import CancelRejectReport, ExecReport, Replica, ReplicaGap
+from fix_gateway.replica import CancelRejectReport, Replica, ReplicaGap
 from fix_gateway.reports import ReportWriter
 from fix_gateway.throttle import Throttle
 

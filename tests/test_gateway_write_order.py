@@ -10,6 +10,7 @@ import zlib
 
 import msgspec
 
+from bench.gateway_inprocess import StubLink, StubLoop
 from bourse.config import load_config
 from engine.commands import NewOrder, SequencedCommand
 from engine.core import Engine
@@ -17,23 +18,6 @@ from fix_gateway.codec import encode
 from fix_gateway.gateway import Gateway, _FixConnection
 
 STAMP = b"20261123-10:00:00.000"
-
-
-class Loop:
-    def __init__(self) -> None:
-        self.ready: list = []
-
-    def call_soon(self, cb, *args):
-        self.ready.append((cb, args))
-
-    def call_later(self, _delay, cb, *args):
-        return None
-
-    def run(self) -> None:
-        while self.ready:
-            batch, self.ready = self.ready, []
-            for cb, args in batch:
-                cb(*args)
 
 
 class Transport:
@@ -63,21 +47,6 @@ class Transport:
 
     def get_extra_info(self, _name, default=None):
         return default
-
-
-class Link:
-    def __init__(self) -> None:
-        self.next_req = 1
-        self.batches: list[tuple[int, list]] = []
-
-    def submit(self, cmds) -> int:
-        first = self.next_req
-        self.batches.append((first, list(cmds)))
-        self.next_req += len(cmds)
-        return first
-
-    def ping(self, token: int = 0) -> None:
-        pass
 
 
 def slot_on_disk(path) -> tuple[int, int]:
@@ -111,9 +80,9 @@ def test_messages_are_stored_before_they_are_written_and_state_is_on_disk(tmp_pa
     gcfg = msgspec.structs.replace(cfg.gateway(), store_dir=str(tmp_path))
     gw = Gateway(cfg, gcfg)
     gw.open_sessions()
-    loop = Loop()
+    loop = StubLoop()
     gw._loop = loop
-    gw.link = Link()
+    gw.link = StubLink()
     gw.engine_up.set()
     conns = {}
     for name in ("BROKER1", "BROKER2"):
