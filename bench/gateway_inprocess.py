@@ -90,8 +90,9 @@ class _Handle:
         pass
 
 
-class _Transport:
-    """Keeps what the gateway writes; counted after the timed phases."""
+class StubTransport:
+    """Keeps what the gateway writes; counted after the timed phases (also the base of the
+    gateway tests' transports)."""
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
@@ -170,7 +171,7 @@ def run(orders: int, n_sessions: int, chunk: int) -> dict:
         conns, transports = [], []
         for s in sessions:
             conn = _FixConnection(gw)
-            t = _Transport()
+            t = StubTransport()
             conn.transport, conn.peer, conn.peer_host = t, "127.0.0.1:1", "127.0.0.1"
             conn.data_received(encode(b"A", s.encode(), 1, b"98=0\x01108=30\x01", utc_stamp()))
             loop.run()

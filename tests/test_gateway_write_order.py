@@ -10,7 +10,7 @@ import zlib
 
 import msgspec
 
-from bench.gateway_inprocess import StubLink, StubLoop
+from bench.gateway_inprocess import StubLink, StubLoop, StubTransport
 from bourse.config import load_config
 from engine.commands import NewOrder, SequencedCommand
 from engine.core import Engine
@@ -20,15 +20,16 @@ from fix_gateway.gateway import Gateway, _FixConnection
 STAMP = b"20261123-10:00:00.000"
 
 
-class Transport:
+class Transport(StubTransport):
     """Checks, at every write, that each message written is already in the store file."""
 
     def __init__(self, store_dir) -> None:
+        super().__init__()
         self.store_dir = store_dir
-        self.written: list[bytes] = []
         self.checked = 0
+        self.write = self.check_and_keep    # instead of the plain append
 
-    def write(self, data: bytes) -> None:
+    def check_and_keep(self, data: bytes) -> None:
         log = (self.store_dir / "messages.log").read_bytes()
         for msg in data.split(b"8=FIX.4.4\x01")[1:]:
             msg = b"8=FIX.4.4\x01" + msg
@@ -36,17 +37,6 @@ class Transport:
                 assert msg in log, "a message reached the socket before its store"
                 self.checked += 1
         self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    abort = close
-
-    def get_extra_info(self, _name, default=None):
-        return default
 
 
 def slot_on_disk(path) -> tuple[int, int]:
