@@ -502,7 +502,7 @@ class Gateway:
         apply = self.replica.apply
         route = self._route
         last = 0
-        touch = self.info.touch
+        touch = self.info.touch_fast
         market = _MARKET_EVENTS
         routed = 0
         for ev in events:

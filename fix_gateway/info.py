@@ -65,6 +65,9 @@ class InfoService:
         self._firm = ""
         self.subscriptions: dict[str, dict[str, _Subscription]] = {}
         self._dirty: set[str] = set()
+        #: ``touch`` as a plain set insertion, for the gateway's per-event loop (the set is
+        #: kept, never replaced, so this stays bound to it)
+        self.touch_fast = self._dirty.add
         self._handlers = {"H": self._order_status, "AF": self._mass_status,
                           "V": self._market_data, "x": self._security_list}
 
@@ -189,7 +192,7 @@ class InfoService:
                         continue
                     sub.sent_at[sym] = now
                     out.append((session, *self._snapshot(sub.req, sym, sub.depth, sub.types)))
-        self._dirty = waiting
+        self._dirty.intersection_update(waiting)
         return out
 
     def end_session(self, session: str) -> None:
