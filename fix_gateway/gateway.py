@@ -272,7 +272,8 @@ class Gateway:
                 min_heartbeat_s=s.heartbeat_min_s, max_heartbeat_s=s.heartbeat_max_s,
                 sending_time_tolerance_s=float(self.gcfg.sending_time_tolerance_s),
                 password=s.password or None, reset_on_logon=s.reset_on_logon,
-                supported_app_msg_types=ORDER_TYPES | INFO_TYPES), store, validator)
+                supported_app_msg_types=ORDER_TYPES | INFO_TYPES), store,
+                validator.validate)   # the bound method: no __call__ slot per message
             entry = OrderEntry(s, self.cfg.market, id_prefix="G" + self.id_prefix,
                                instrument_of=self._instrument_of)
             slot = _Slot(s, fix, entry)
