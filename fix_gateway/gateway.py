@@ -39,7 +39,6 @@ from typing import Callable
 from bourse.config import BourseConfig, GatewayConfig, GatewaySession
 from engine.client import EngineLink, LinkClosed, LinkRefused
 from engine.commands import MassCancel
-from engine.events import BookUpdate, Trade
 from engine.link import Ack, Disconnect as LinkDisconnect, Events, Heartbeat, Nack
 from fix_gateway import codec
 from fix_gateway.codec import FixMessage, split
@@ -60,7 +59,6 @@ log = logging.getLogger("bourse.gateway")
 
 _U64 = struct.Struct("<Q")
 EVENT_SEQ_TAG = 20002
-_MARKET_EVENTS = (BookUpdate, Trade)
 ORDER_TYPES = frozenset({"D", "F", "G", "q"})
 INFO_TYPES = frozenset({"H", "AF", "V", "x"})
 ORDER_STATE_TYPES = frozenset({"H", "AF"})
@@ -68,10 +66,10 @@ DICTIONARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "spec", "FIX44-bourse.xml")
 _MS = 1_000_000
 #: Commands queued for the engine that make it send them at once rather than at the end of
-#: the loop iteration, and reports routed that make them stored and written before the rest of
-#: a burst of events: long bursts then flow through the stages instead of queueing at each.
+#: the loop iteration, and events applied whose reports are then stored and written before the
+#: rest of a burst of events: long bursts flow through the stages instead of queueing at each.
 SUBMIT_BATCH = 256
-REPORT_BATCH = 256
+EVENT_BATCH = 512
 
 
 class GatewayError(Exception):
@@ -96,8 +94,8 @@ class _InboundStore(MessageStore):
     ``persist()``s only the stores on it, however many sessions are configured.
     """
 
-    __slots__ = ("_store", "_save", "get_range", "last_saved_seq", "set_next_sender_seq",
-                 "sync", "close", "flush", "next_target_seq", "_want", "_order", "dirty",
+    __slots__ = ("_store", "_save", "get_range", "last_saved_seq", "sync", "close", "flush",
+                 "next_target_seq", "next_sender_seq", "_want", "_order", "dirty",
                  "_dirty_list")
 
     def __init__(self, store: FileStore, dirty_list: list | None = None) -> None:
@@ -107,21 +105,19 @@ class _InboundStore(MessageStore):
         self._dirty_list = dirty_list if dirty_list is not None else []
         self.get_range = store.get_range
         self.last_saved_seq = store.last_saved_seq
-        self.set_next_sender_seq = store.set_next_sender_seq
         self.sync = store.sync
         self.close = store.close
         self.flush = store.flush
         #: the next expected inbound MsgSeqNum (a plain slot: read for every message)
         self.next_target_seq = store.next_target_seq
+        #: the next outbound MsgSeqNum, kept in step with the store's (every change to it goes
+        #: through this object: save_sent, set_next_sender_seq, reset)
+        self.next_sender_seq = store.next_sender_seq
         self._want = 0                         # target seq to persist at the next persist()
         #: MsgSeqNums whose command is not acknowledged yet, ascending: messages are consumed
         #: in MsgSeqNum order and the engine acknowledges commands in the order sent, so the
         #: oldest hold is the next one released
         self._order: collections.deque[int] = collections.deque()
-
-    @property
-    def next_sender_seq(self) -> int:
-        return self._store.next_sender_seq
 
     @property
     def created_ns(self) -> int:
@@ -130,8 +126,14 @@ class _InboundStore(MessageStore):
     def set_next_target_seq(self, seq: int) -> None:
         self.next_target_seq = seq             # persisted by commit()
 
+    def set_next_sender_seq(self, seq: int) -> None:
+        self._store.set_next_sender_seq(seq)
+        self.next_sender_seq = self._store.next_sender_seq
+
     def save_sent(self, seq: int, data: bytes) -> None:
         self._save(seq, data)                  # buffered (group commit) until persist()
+        if seq >= self.next_sender_seq:        # the store's own rule
+            self.next_sender_seq = seq + 1
         if not self.dirty:
             self.dirty = True
             self._dirty_list.append(self)
@@ -139,6 +141,7 @@ class _InboundStore(MessageStore):
     def reset(self, now_ns: int) -> None:
         self._store.reset(now_ns)
         self.next_target_seq = self._store.next_target_seq
+        self.next_sender_seq = self._store.next_sender_seq
         self._want = 0
         self._order.clear()
 
@@ -223,6 +226,7 @@ class Gateway:
         self._head = 0                     # the engine's next event seq when the link came up
         self._flush_scheduled = False
         self._watermark = 0                # last event seq routed, written by _flush_all
+        self._route_now = 0                # the clock for the reports of the current events
         self._watermark_written = 0
         self._watermark_map: mmap.mmap | None = None
         #: stores with something to persist and connections with something to write at the
@@ -461,19 +465,27 @@ class Gateway:
         """Requests ``reqs`` (ascending) are done: release the MsgSeqNums they held."""
         pop = self.inflight.pop
         stores = set()
+        last = None
         for r in reqs:
             entry = pop(r, None)
             if entry is not None:
-                store = entry[1]
+                _, store, seq = entry
                 if store is not None:
-                    store.release(entry[2], False)
-                    stores.add(store)
+                    order = store._order        # store.release(seq, False), its common case
+                    if order and order[0] == seq:
+                        order.popleft()
+                    else:
+                        store.release(seq, False)
+                    if store is not last:
+                        stores.add(store)
+                        last = store
         for store in stores:
             store.commit()
 
-    def _submit(self, cmd, slot: "_Slot | None" = None, msg: FixMessage | None = None) -> None:
-        if slot is not None:                # hold the message's MsgSeqNum until acknowledged
-            seq = int(msg.get(34))
+    def _submit(self, cmd, slot: "_Slot | None" = None, seq: int = 0) -> None:
+        """Queue a command for the engine; one made from message ``seq`` of ``slot`` holds
+        that MsgSeqNum until the engine acknowledges the command."""
+        if slot is not None:
             store = slot.fix.store
             store.hold(seq)
             entry = (cmd, store, seq)
@@ -499,32 +511,28 @@ class Gateway:
         self._send_entries(entries)
 
     def _on_events(self, events: list) -> None:
-        now = self.clock()
-        apply = self.replica.apply
+        if not events:
+            return
+        self._route_now = self.clock()
+        apply_many = self.replica.apply_many
         route = self._route
-        last = 0
-        touch = self.info.touch_fast
-        market = _MARKET_EVENTS
-        routed = 0
-        for ev in events:
-            last = ev.seq
-            reports = apply(ev)
-            if reports:
-                for report in reports:
-                    route(report, last, now)
-                routed += len(reports)
-                if routed >= REPORT_BATCH:
+        n = len(events)
+        if n <= EVENT_BATCH:
+            apply_many(events, route)
+        else:
+            for i in range(0, n, EVENT_BATCH):
+                if i:
                     # a long burst of events: store and send what is ready so far (the
                     # watermark moves only once the whole burst is routed)
-                    routed = 0
                     self._write_out()
-            if type(ev) in market:
-                touch(ev.instrument)
-        if last:
-            self._watermark = last
-            self._kick()
+                apply_many(events[i:i + EVENT_BATCH], route)
+        self._watermark = events[-1].seq
+        self._kick()
 
-    def _route(self, r, seq: int, now: int) -> None:
+    def _route(self, r, seq: int) -> None:
+        """One report of event ``seq``, made at ``_route_now``: stored for its session (and
+        the firm's drop copies) and sent if logged on, unless it was made before a restart."""
+        now = self._route_now
         slot = self.slots.get(r.session)
         tag = (EVENT_SEQ_TAG, seq)
         if type(r) is ExecReport:
@@ -567,7 +575,9 @@ class Gateway:
         if conn is not None and fix.pending_resend:
             (self._loop or asyncio.get_running_loop()).call_soon(self._tick_slot, slot)
 
-    def _perform(self, slot: _Slot, actions: list) -> None:
+    def _perform(self, slot: _Slot, actions: list, now: int = 0) -> None:
+        """Carry out a session's actions; ``now`` is the time they were made at (the arrival
+        of the bytes they answer), 0 to read the clock where one is needed."""
         for a in actions:
             t = type(a)
             if t is Send:
@@ -580,7 +590,7 @@ class Gateway:
                     if not self._kicked:
                         self._kick()
             elif t is Deliver:
-                self._on_app(slot, a.msg)
+                self._on_app(slot, a.msg, a.seq, now or self.clock())
             elif t is SessionEvent:
                 self._on_session_event(slot, a)
             elif t is Disconnect:
@@ -603,8 +613,7 @@ class Gateway:
         elif ev.kind == "logged_out":
             log.info("session %s logged out %s", slot.cfg.comp_id, ev.text)
 
-    def _on_app(self, slot: _Slot, msg: FixMessage) -> None:
-        now = self.clock()
+    def _on_app(self, slot: _Slot, msg: FixMessage, seq: int, now: int) -> None:
         t = msg.msg_type
         if t in ORDER_TYPES:
             if t != "F" and not slot.throttle.allow(now):
@@ -619,7 +628,7 @@ class Gateway:
                 if self.link is None:       # engine_up clear (the link goes with it)
                     self._reply(slot, slot.entry.unavailable(msg, now), now)
                     return
-                self._submit(result.cmd, slot, msg)
+                self._submit(result.cmd, slot, seq)
             else:
                 self._reply(slot, result, now)
         elif t in ORDER_STATE_TYPES and self.link is not None:
@@ -791,7 +800,8 @@ class _FixConnection(asyncio.Protocol):
             now = gw.clock()
             gw._perform(slot, slot.fix.on_connect(now))
         slot = self.slot
-        gw._perform(slot, slot.fix.on_bytes(data, gw.clock()))
+        now = gw.clock()
+        gw._perform(slot, slot.fix.on_bytes(data, now), now)
         slot.fix.store.commit()
         gw._kick()
 

@@ -64,10 +64,9 @@ class InfoService:
         self._n = 0
         self._firm = ""
         self.subscriptions: dict[str, dict[str, _Subscription]] = {}
-        self._dirty: set[str] = set()
-        #: ``touch`` as a plain set insertion, for the gateway's per-event loop (the set is
-        #: kept, never replaced, so this stays bound to it)
-        self.touch_fast = self._dirty.add
+        #: instruments changed since the last update went out: the replica's own set, which
+        #: it fills as it applies book and trade events
+        self._dirty: set[str] = replica.changed
         self._handlers = {"H": self._order_status, "AF": self._mass_status,
                           "V": self._market_data, "x": self._security_list}
 
@@ -172,7 +171,8 @@ class InfoService:
     # ------------------------------------------------------------------ subscriptions
 
     def touch(self, symbol: str) -> None:
-        """The book or the last trade of ``symbol`` changed (called by the gateway)."""
+        """The book or the last trade of ``symbol`` changed (the replica notes it by itself
+        as it applies events; this is for a change it cannot see)."""
         self._dirty.add(symbol)
 
     def due(self, now: int) -> list[tuple[str, str, list]]:

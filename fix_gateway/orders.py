@@ -65,6 +65,14 @@ class OrderEntry:
         self.instrument_of = instrument_of
         self.px = PriceFormat(refdata.price_decimals)
         self.ref = {i.symbol: i.ref_price for i in refdata.instruments}
+        # _limits' bounds, worked out once: (reference, lowest, highest price in the collar).
+        # |price - ref| * 10_000 > ref * bps holds exactly when |price - ref| exceeds
+        # ref * bps // 10_000 (an integer exceeds a number iff it exceeds its floor).
+        self._bounds = {sym: (ref, ref - ref * session.price_collar_bps // 10_000,
+                              ref + ref * session.price_collar_bps // 10_000)
+                        for sym, ref in self.ref.items()}
+        self._max_qty = session.max_order_qty
+        self._max_notional = session.max_notional
         self._rejects = 0
         self._handlers = {"D": self._new, "F": self._cancel, "G": self._replace,
                           "q": self._mass_cancel}
@@ -174,6 +182,20 @@ class OrderEntry:
     # ------------------------------------------------------------------ checks
 
     def _limits(self, symbol: str, ord_type: int, price: int, qty: int) -> str:
+        """The session's order checks: "" if the order passes, else what is wrong (the text
+        comes from ``_limit_problem``, which is the reference: tests compare the two)."""
+        if qty <= self._max_qty:
+            bounds = self._bounds.get(symbol)
+            if bounds is None:
+                return ""                   # the engine rejects the unknown symbol
+            if ord_type == _LIMIT:
+                if price * qty <= self._max_notional and bounds[1] <= price <= bounds[2]:
+                    return ""
+            elif bounds[0] * qty <= self._max_notional:
+                return ""
+        return self._limit_problem(symbol, ord_type, price, qty)
+
+    def _limit_problem(self, symbol: str, ord_type: int, price: int, qty: int) -> str:
         cfg = self.cfg
         if qty > cfg.max_order_qty:
             return f"order quantity {qty} exceeds the session maximum {cfg.max_order_qty}"

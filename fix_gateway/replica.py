@@ -3,6 +3,8 @@
 Contract:
 - ``Replica.apply(event)`` must be called with every engine event in sequence order (seq 1, 2,
   ...); it raises ``ReplicaGap`` on a gap or duplicate, which means the feed is broken.
+  ``apply_many(events, on_report)`` is the same for a run of events, each report handed to
+  ``on_report(report, event_seq)`` as it is made (the gateway's per-event path, in one call).
 - From the events alone it keeps every order (open or done: status, cumulative and leaves
   quantity, average price numerator, current and previous client ids), the aggregated books and
   the halts, so the gateway answers order-status, mass-status, market-data and security-list
@@ -175,13 +177,18 @@ class Replica:
         # session -> client order id -> order id, in OWNER_SHARDS dicts by hash of the id
         # (nested: no key tuple to make and collect per order)
         self.by_clid: dict[str, list[dict[str, int]]] = {}
-        # session / firm -> open orders, in OWNER_SHARDS dicts by order id
+        # session -> open orders, in OWNER_SHARDS dicts by order id; a firm's open orders are
+        # those of its sessions (a session enters orders for its one firm; an order moves to
+        # another session of the firm when that one replaces it)
         self.open_by_session: dict[str, list[dict[int, OrderView]]] = {}
-        self.open_by_firm: dict[str, list[dict[int, OrderView]]] = {}
+        self.firm_sessions: dict[str, list[str]] = {}      # firm -> sessions, first seen first
         # books[symbol][side] = {price: (qty, orders)}
         self.books: dict[str, dict[int, dict[int, tuple[int, int]]]] = {
             s: {Side.BUY: {}, Side.SELL: {}} for s in self.instruments}
         self.last_trade: dict[str, tuple[int, int, int]] = {}     # symbol -> (px, qty, ts)
+        #: instruments whose book or last trade changed: the consumer (the gateway's market
+        #: data subscriptions) takes and clears them; the set is kept, never replaced
+        self.changed: set[str] = set()
         self.market_halted = False
         self.halted_instruments: set[str] = set()
         self.halted_firms: set[str] = set()
@@ -201,12 +208,39 @@ class Replica:
         handler = self._dispatch.get(type(ev))
         return handler(ev) if handler is not None else []
 
+    def apply_many(self, events, on_report) -> None:
+        """``apply`` each event in order, calling ``on_report(report, seq)`` for each report
+        as soon as its event is applied. On a gap (or an exception from ``on_report``) the
+        events before it stay applied, none after it."""
+        dispatch = self._dispatch
+        nxt = self.next_seq
+        try:
+            for ev in events:
+                seq = ev.seq
+                if seq != nxt:
+                    raise ReplicaGap(f"replica expected event {nxt}, got {seq}")
+                nxt = seq + 1
+                handler = dispatch.get(type(ev))
+                if handler is not None:
+                    reports = handler(ev)
+                    for report in reports:
+                        on_report(report, seq)
+        finally:
+            self.next_seq = nxt
+
     def _accepted(self, ev: OrderAccepted) -> list:
         oid = ev.order_id
-        session, firm, account, clid = ev.session, ev.firm, ev.account, ev.cl_ord_id
-        instrument, side, ord_type, tif, price = (ev.instrument, ev.side, ev.ord_type, ev.tif,
-                                                  ev.price)
-        qty, ts = ev.qty, ev.ts
+        session = ev.session
+        firm = ev.firm
+        account = ev.account
+        clid = ev.cl_ord_id
+        instrument = ev.instrument
+        side = ev.side
+        ord_type = ev.ord_type
+        tif = ev.tif
+        price = ev.price
+        qty = ev.qty
+        ts = ev.ts
         # OrderView.accepted(ev), spelled out
         o = OrderView(oid, session, firm, account, clid, "", instrument, side, ord_type, tif,
                       price, qty, 0, qty, 0, NEW, ts)
@@ -218,12 +252,8 @@ class Replica:
         clids[hash(clid) & _OMASK][clid] = oid
         by_session = self.open_by_session.get(session)
         if by_session is None:
-            by_session = _owner_shards(self.open_by_session, session)
+            by_session = self._session_orders(session, firm)
         by_session[shard][oid] = o
-        by_firm = self.open_by_firm.get(firm)
-        if by_firm is None:
-            by_firm = _owner_shards(self.open_by_firm, firm)
-        by_firm[shard][oid] = o
         # _report(o, seq, NEW, ts) of the order just built, spelled out
         return [ExecReport(str(ev.seq), NEW, NEW, session, firm, account, oid, clid, "",
                            instrument, side, ord_type, tif, price, qty, 0, qty, 0, 0, 0, 0, 0,
@@ -236,6 +266,7 @@ class Replica:
 
     def _trade(self, ev: Trade) -> list:
         self.last_trade[ev.instrument] = (ev.price, ev.qty, ev.ts)
+        self.changed.add(ev.instrument)
         out = []
         for oid, leaves, suffix in ((ev.buy_order_id, ev.buy_leaves, "B"),
                                     (ev.sell_order_id, ev.sell_leaves, "S")):
@@ -275,7 +306,7 @@ class Replica:
             shards = self.open_by_session.get(o.session)
             if shards is not None:
                 shards[oid >> 6 & _OMASK].pop(oid, None)
-            _owner_shards(self.open_by_session, ev.session)[oid >> 6 & _OMASK][oid] = o
+            self._session_orders(ev.session, o.firm)[oid >> 6 & _OMASK][oid] = o
             o.session = ev.session
         o.orig_cl_ord_id = ev.orig_cl_ord_id
         o.cl_ord_id = ev.cl_ord_id
@@ -303,9 +334,11 @@ class Replica:
                                ev.firm, ev.cancelled, ev.reason, ev.text, f"{ev.seq}", ev.ts)]
 
     def _book(self, ev: BookUpdate) -> list:
-        book = self.books.get(ev.instrument)
+        symbol = ev.instrument
+        book = self.books.get(symbol)
         if book is None:
             return []
+        self.changed.add(symbol)
         for side, price, qty, count in ev.levels:
             levels = book[side]
             if qty:
@@ -329,9 +362,13 @@ class Replica:
         shards = self.open_by_session.get(o.session)
         if shards is not None:
             shards[oid >> 6 & _OMASK].pop(oid, None)
-        shards = self.open_by_firm.get(o.firm)
-        if shards is not None:
-            shards[oid >> 6 & _OMASK].pop(oid, None)
+
+    def _session_orders(self, session: str, firm: str) -> list[dict]:
+        """The open-order shards of ``session``, which holds orders of ``firm``."""
+        sessions = self.firm_sessions.setdefault(firm, [])
+        if session not in sessions:
+            sessions.append(session)
+        return _owner_shards(self.open_by_session, session)
 
     def _set_clid(self, session: str, cl_ord_id: str, oid: int) -> None:
         _owner_shards(self.by_clid, session)[hash(cl_ord_id) & _OMASK][cl_ord_id] = oid
@@ -358,11 +395,17 @@ class Replica:
     def open_orders(self, session: str = "", instrument: str = "", firm: str = ""
                     ) -> list[OrderView]:
         """Open orders of a session, or of a whole firm, in order-id order."""
-        shards = (self.open_by_firm.get(firm) if firm else self.open_by_session.get(session))
-        if shards is None:
-            return []
-        out = [o for shard in shards for o in shard.values()
-               if not instrument or o.instrument == instrument]
+        if firm:
+            by_session = self.open_by_session
+            out = [o for s in self.firm_sessions.get(firm, ()) for shard in by_session[s]
+                   for o in shard.values()
+                   if o.firm == firm and (not instrument or o.instrument == instrument)]
+        else:
+            shards = self.open_by_session.get(session)
+            if shards is None:
+                return []
+            out = [o for shard in shards for o in shard.values()
+                   if not instrument or o.instrument == instrument]
         out.sort(key=_order_id)
         return out
 

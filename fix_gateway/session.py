@@ -5,7 +5,7 @@ The caller (an asyncio adapter, a test) owns the socket and the clock. It calls
 with the current time ``now_ns``; each returns a list of *actions* to carry out in order:
 
 * ``Send(data, seq, msg_type, poss_dup)``: write ``data`` to the socket.
-* ``Deliver(msg)``: an in-order, validated application message for the application.
+* ``Deliver(msg, seq)``: an in-order, validated application message for the application.
 * ``SessionEvent(kind, text)``: something to log or react to (kinds: ``logged_on``,
   ``logged_out``, ``reset``, ``garbled``, ``gap_detected``, ``gap_filled``,
   ``duplicate_ignored``, ``resend_requested``, ``resend_done``, ``sequence_reset``,
@@ -187,9 +187,10 @@ class Send(msgspec.Struct, frozen=True, gc=False):
 
 
 class Deliver(msgspec.Struct, frozen=True, gc=False):
-    """An in-order application message for the application."""
+    """An in-order application message for the application, and its MsgSeqNum."""
 
     msg: FixMessage
+    seq: int = 0
 
 
 class SessionEvent(msgspec.Struct, frozen=True):
@@ -282,6 +283,12 @@ class Session:
         self._target_b = config.target_comp_id.encode()
         self._app_types = (config.app_msg_types if config.app_msg_types is not None
                            else FIX44_APP_MSG_TYPES)
+        #: the MsgTypes _process hands on without further type checks: application types
+        #: (not admin) that are supported
+        supported = config.supported_app_msg_types
+        self._plain_app_types = frozenset(
+            t for t in self._app_types
+            if t not in ADMIN_MSG_TYPES and (supported is None or t in supported))
         self._tolerance_ns = int(config.sending_time_tolerance_s * _S)
         self._reader = FrameReader(config.max_message_size)
         self._state = DISCONNECTED
@@ -790,19 +797,21 @@ class Session:
             if mt != "4":
                 self._consume(seq)
             return
-        if mt in ADMIN_MSG_TYPES:
-            self._process_admin(msg, mt, seq, now, out)
-            return
-        if mt not in self._app_types and not mt.startswith("U"):
-            self._reject(out, msg, seq, Reject(R.INVALID_MSG_TYPE, 35), now)
-            self._consume(seq)
-            return
-        supported = self.config.supported_app_msg_types
-        if supported is not None and mt not in supported:
-            self._reject(out, msg, seq, Reject(BusinessRejectReason.UNSUPPORTED_MESSAGE_TYPE,
-                                               business=True), now)
-            self._consume(seq)
-            return
+        if mt not in self._plain_app_types:
+            if mt in ADMIN_MSG_TYPES:
+                self._process_admin(msg, mt, seq, now, out)
+                return
+            if mt not in self._app_types and not mt.startswith("U"):
+                self._reject(out, msg, seq, Reject(R.INVALID_MSG_TYPE, 35), now)
+                self._consume(seq)
+                return
+            supported = self.config.supported_app_msg_types
+            if supported is not None and mt not in supported:
+                self._reject(out, msg, seq,
+                             Reject(BusinessRejectReason.UNSUPPORTED_MESSAGE_TYPE,
+                                    business=True), now)
+                self._consume(seq)
+                return
         if self.validator is not None:
             try:
                 rej = self.validator(msg)
@@ -816,8 +825,9 @@ class Session:
                 self._reject(out, msg, seq, rej, now)
                 self._consume(seq)
                 return
-        self._consume(seq)
-        out.append(Deliver(msg))
+        self.store.set_next_target_seq(seq + 1)        # _consume(seq), spelled out
+        self._gap_progress_at = self._now
+        out.append(Deliver(msg, seq))
 
     def _process_admin(self, msg: FixMessage, mt: str, seq: int, now: int, out: list) -> None:
         if mt == "0":

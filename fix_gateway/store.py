@@ -391,6 +391,29 @@ class FileStore(MessageStore):
         self._write_slot(self._sender, self._target, self._created)
 
     def save_sent(self, seq: int, data: bytes) -> None:
+        seqs = self._seqs
+        if (type(seq) is not int or seq < 1 or not self.group_commit
+                or (seqs and seq <= seqs[-1])):
+            self._save_sent(seq, data)
+            return
+        rec = _record(seq, data, MAX_PAYLOAD)
+        if type(rec) is not bytes:
+            self._save_sent(seq, data)
+            return
+        # _save_sent's common case: a buffered record after the last one
+        end = self._end
+        pending = self._pending
+        if not pending:
+            self._pending_at = end
+        pending.append(rec)
+        seqs.append(seq)
+        self._offs.append(end)
+        self._lens.append(len(rec) - 8)
+        self._end = end + len(rec)
+        if seq >= self._sender:
+            self._sender = seq + 1
+
+    def _save_sent(self, seq: int, data: bytes) -> None:
         if type(seq) is not int or seq < 1:
             _check_seq(seq)
         rec = _record(seq, data, MAX_PAYLOAD)

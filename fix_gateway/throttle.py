@@ -42,6 +42,13 @@ class Throttle:
 
     def allow(self, now_ns: int) -> bool:
         last = self.last_ns
+        if now_ns == last:          # the same instant as the last message (one read's burst)
+            tokens = self.tokens
+            if tokens >= _S:
+                self.tokens = tokens - _S
+                return True
+            self.refused_now = True
+            return False
         if last is None:
             self._roll(now_ns)
             last = now_ns

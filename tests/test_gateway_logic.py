@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import msgspec
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from bourse.config import load_config
 from engine.commands import CancelOrder, MassCancel, NewOrder, ReplaceOrder, SequencedCommand
@@ -110,6 +110,41 @@ def test_replica_tables_split_by_id_keep_order_id_order_and_find_every_order():
     assert m.replica.order_count() == n
 
 
+_SESSIONS = [("BROKER1", "FIRM1", "F1-001"), ("BROKER2", "FIRM1", "F1-002"),
+             ("BROKER3", "FIRM2", "F2-001")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["new", "new", "cancel", "replace"]),
+                          st.integers(0, 2), st.integers(0, 11), st.sampled_from([1, 2]),
+                          st.integers(-3, 3), st.integers(1, 4)), max_size=40))
+@example([("new", 0, 0, 1, 0, 1), ("replace", 1, 0, 1, 1, 1)])   # moved to a new session
+def test_replica_open_orders_of_a_firm_and_a_session_are_the_engines(steps):
+    """Whatever mix of orders, fills, cancels and replaces (including a replace or a cancel
+    by another session of the firm, which moves the order to it), the replica's open orders
+    of each firm and each session are the engine's."""
+    m = Market()
+    for n, (kind, who, ref, side, tick, lots) in enumerate(steps):
+        session, firm, account = _SESSIONS[who]
+        if kind == "new":
+            m.run(new(session, firm, account, f"c{n}", side, 10 * lots, 2800000 + 100 * tick))
+        elif kind == "cancel":
+            m.run(CancelOrder(session, firm, f"c{n}", "", ref + 1))
+        else:
+            m.run(ReplaceOrder(session, firm, f"c{n}", "", 2800000 + 100 * tick, 10 * lots,
+                               ref + 1))
+    live = m.engine.open_orders()
+    for firm in ("FIRM1", "FIRM2", "FIRM3"):
+        assert [o.order_id for o in m.replica.open_orders(firm=firm)] == \
+            [o.order_id for o in live if o.firm == firm]
+    for session, _, _ in _SESSIONS:
+        assert [o.order_id for o in m.replica.open_orders(session=session)] == \
+            [o.order_id for o in live if o.session == session]
+        assert [o.order_id for o in m.replica.open_orders(session=session,
+                                                          instrument="SBER")] == \
+            [o.order_id for o in live if o.session == session]
+
+
 def test_replica_cancel_replace_and_reject_reports():
     m = Market()
     m.run(new("BROKER1", "FIRM1", "F1-001", "a", 1, 10, 2790000))
@@ -173,6 +208,34 @@ def test_order_entry_rejects_at_the_door(msg, words):
     assert isinstance(out, Reply) and out.msg_type == "8"
     fields = dict(out.fields)
     assert fields[150] == "8" and fields[39] == "8" and words in fields[58]
+
+
+@settings(max_examples=400)
+@given(st.sampled_from(["SBER", "GAZP", "NOPE"]), st.sampled_from([1, 2]),
+       st.sampled_from(["any", "low edge", "high edge", "below", "above"]),
+       st.integers(0, 6_000_000), st.integers(0, 3_000_000), st.integers(0, 3_000),
+       st.integers(1, 10**14), st.integers(0, 3_000_000), st.booleans())
+def test_order_checks_pass_exactly_where_the_reference_finds_no_problem(
+        symbol, ord_type, where, price, qty, bps, max_notional, max_qty, notional_edge):
+    """The precomputed collar and limits accept an order exactly when the reference check
+    (``_limit_problem``) finds nothing wrong, and otherwise give the reference's text."""
+    cfg = msgspec.structs.replace(BROKER1, price_collar_bps=bps, max_order_qty=max_qty)
+    ref = OrderEntry(cfg, MARKET).ref.get(symbol)
+    if ref is not None and where != "any":          # the collar's edges, exactly
+        band = ref * bps // 10_000
+        price = ref + {"low edge": -band, "high edge": band, "below": -band - 1,
+                       "above": band + 1}[where]
+    if notional_edge and qty:                       # the notional limit, exactly
+        max_notional = max(1, (price if ord_type == 2 or ref is None else ref) * qty)
+    entry = OrderEntry(msgspec.structs.replace(cfg, max_notional=max_notional), MARKET)
+    for q in (qty, max_qty, max_qty + 1):
+        for n in (0, -1):
+            e = entry
+            if n:
+                e = OrderEntry(msgspec.structs.replace(cfg, max_notional=max(1, max_notional - 1)),
+                               MARKET)
+            assert e._limits(symbol, ord_type, price, q) == \
+                e._limit_problem(symbol, ord_type, price, q)
 
 
 _NOS_VALUES = {

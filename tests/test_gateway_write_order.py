@@ -9,6 +9,7 @@ import time
 import zlib
 
 import msgspec
+from hypothesis import given, settings, strategies as st
 
 from bench.gateway_inprocess import StubLink, StubLoop, StubTransport
 from bourse.config import load_config
@@ -155,3 +156,29 @@ def test_inbound_seq_is_persisted_only_below_the_oldest_unacknowledged_message(t
     store.commit()
     store.persist()
     assert on_disk() == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("save"), st.integers(1, 40)),
+                          st.tuples(st.just("set"), st.integers(1, 60)),
+                          st.tuples(st.just("reset"), st.just(0))), max_size=30))
+def test_the_inbound_store_keeps_the_next_outbound_seq_in_step_with_its_store(tmp_path_factory,
+                                                                           ops):
+    """The wrapper's next outbound MsgSeqNum (read for every message sent) is always the
+    wrapped store's, whatever mix of saves (in order or rewinding), moves and resets."""
+    from fix_gateway.gateway import _InboundStore
+    from fix_gateway.store import FileStore
+
+    inner = FileStore(str(tmp_path_factory.mktemp("s")), group_commit=True)
+    store = _InboundStore(inner)
+    try:
+        for op, seq in ops:
+            if op == "save":
+                store.save_sent(seq, b"8=FIX.4.4\x01")
+            elif op == "set" and seq > store.next_sender_seq:
+                store.set_next_sender_seq(seq)
+            elif op == "reset":
+                store.reset(0)
+            assert store.next_sender_seq == inner.next_sender_seq
+    finally:
+        store.close()
