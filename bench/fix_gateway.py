@@ -183,6 +183,27 @@ def cpu_use(children: list, t0: dict, wall: float) -> str:
     return ", ".join(parts + [f"load client {me:.0%}"]) + " of one CPU"
 
 
+class CpuWindow:
+    """CPU use of the stack's processes and of the load client over the measured part of a
+    workload only: from ``start()`` (the orders are encoded, the sessions logged on) to
+    ``stop()`` (the last answer read), not the set-up or the logout around it."""
+
+    def __init__(self, children: list) -> None:
+        self.children = children
+        self.c0: dict | None = None
+        self.w0 = 0.0
+        self.text = ""
+
+    def start(self) -> None:
+        self.c0 = {c.name: cpu_seconds(c.proc.pid) for c in self.children}
+        self.c0["client"] = client_cpu()
+        self.w0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.c0 is not None:
+            self.text = cpu_use(self.children, self.c0, time.perf_counter() - self.w0)
+
+
 def endpoint(text: str) -> tuple[str, int]:
     host, port = text.rsplit(":", 1)
     return host, int(port)
@@ -309,7 +330,8 @@ async def logout(conns: list[FixConn], seqs: list[int]) -> None:
         c.transport.close()
 
 
-async def throughput(port: int, sessions: list[str], orders: int, window: int) -> dict:
+async def throughput(port: int, sessions: list[str], orders: int, window: int,
+                     cpu: CpuWindow) -> dict:
     per = orders // len(sessions)
     msgs = {s: new_orders(s, f"A{k % 8 + 1}", 2, per, "T") for k, s in enumerate(sessions)}
     conns = [await logon(port, s) for s in sessions]
@@ -329,9 +351,11 @@ async def throughput(port: int, sessions: list[str], orders: int, window: int) -
             except asyncio.TimeoutError:
                 break
 
+    cpu.start()
     t0 = time.perf_counter()
     await asyncio.gather(*(pump(c, msgs[s]) for c, s in zip(conns, sessions)))
     elapsed = time.perf_counter() - t0
+    cpu.stop()
     done = sum(c.news for c in conns)
     await logout(conns, [per + 2] * len(conns))
     return {"orders": per * len(sessions), "news": done, "seconds": elapsed,
@@ -372,7 +396,7 @@ def _sender_process(sock: socket.socket, msgs: list[bytes], stamps, rate: float,
 
 
 def latency(port: int, sender: str, account: str, rate: float, duration: float,
-            tick_ms: float = 0.0) -> dict:
+            cpu: CpuWindow, tick_ms: float = 0.0) -> dict:
     """One session offering ``rate`` orders/s. The load client is two processes sharing the
     connection: a forked sender paces the orders (bench.pacing) and stamps each one as it is
     written, and this process does nothing but block in recv() and stamp each ExecutionReport
@@ -395,6 +419,7 @@ def latency(port: int, sender: str, account: str, rate: float, duration: float,
     gc.collect()
     gc.freeze()
     gc.disable()
+    cpu.start()
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -417,6 +442,7 @@ def latency(port: int, sender: str, account: str, rate: float, duration: float,
             scan.feed(data, time.perf_counter_ns())
     finally:
         _, status = os.waitpid(pid, 0) if os.waitpid(pid, os.WNOHANG)[0] == 0 else (pid, 0)
+        cpu.stop()                          # (the reaped sender's CPU time included)
         gc.enable()
         gc.unfreeze()
     sent, offered_ns = stamps[n], stamps[n + 1]
@@ -578,22 +604,20 @@ def run_target(name: str, start, tmp: Path, args) -> dict:
         d.mkdir(parents=True, exist_ok=True)
         children, port = start(d, sessions)
         try:
-            c0 = {c.name: cpu_seconds(c.proc.pid) for c in children}
-            c0["client"] = client_cpu()
-            w0 = time.perf_counter()
-            r = workload(port)
+            cpu = CpuWindow(children)
+            r = workload(port, cpu)
             if asyncio.iscoroutine(r):
                 r = run(r)
-            r["cpu"] = cpu_use(children, c0, time.perf_counter() - w0)
+            r["cpu"] = cpu.text
         finally:
             for c in children:
                 c.stop()
         return r
 
-    t = measured("throughput", lambda port: throughput(port, sessions, args.orders,
-                                                       args.window))
-    lat = measured("latency", lambda port: latency(port, sessions[0], "A1", args.rate,
-                                                   args.duration, args.tick_ms))
+    t = measured("throughput", lambda port, cpu: throughput(port, sessions, args.orders,
+                                                            args.window, cpu))
+    lat = measured("latency", lambda port, cpu: latency(port, sessions[0], "A1", args.rate,
+                                                        args.duration, cpu, args.tick_ms))
     print(f"\n{name}")
     print(f"  (a) throughput: {t['news']:,} of {t['orders']:,} NewOrderSingle -> "
           f"ExecutionReport(New) in {t['seconds']:.2f} s = {t['rate']:,.0f} orders/s "

@@ -1587,15 +1587,25 @@ static int put_units(Buf *b, int tag, long long q, long long r, int places) {
     return put_str_field(b, tag, num, k);
 }
 
-/* exec_report(r, decimals) -> bytes | None: the fields of reports.ReportWriter's
+/* exec_report(r, decimals[, tag, value]) -> bytes | None: the fields of reports.ReportWriter's
  * execution_report(r) encoded as one run ("37=...\x01...60=...\x01"), byte for byte what
- * encode makes of that list; None where that function is the one to decide (a reject, whose
- * reason needs its table; non-ASCII or SOH text; negative or huge numbers; other types).
+ * encode makes of that list, followed by the field (tag, value) if given (two non-negative
+ * ints: the gateway's EventSeqNum); None where that function is the one to decide (a reject,
+ * whose reason needs its table; non-ASCII or SOH text; negative or huge numbers; other types).
  * The reference stays the Python function: tests compare the two on random reports. */
 static PyObject *ff_exec_report(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyLong_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "exec_report(report, decimals)");
+    if ((nargs != 2 && nargs != 4) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "exec_report(report, decimals[, tag, value])");
         return NULL;
+    }
+    long long extra_tag = -1, extra_value = 0;
+    if (nargs == 4) {
+        if (nonneg_of(args[2], &extra_tag) || nonneg_of(args[3], &extra_value) ||
+            extra_tag < 1 || extra_tag > 999999999) {
+            if (PyErr_Occurred())
+                return NULL;
+            Py_RETURN_NONE;
+        }
     }
     long decimals = PyLong_AsLong(args[1]);
     if (decimals < 0 || decimals > 14) {
@@ -1684,7 +1694,8 @@ static PyObject *ff_exec_report(PyObject *mod, PyObject *const *args, Py_ssize_t
         put_ts(b.p + b.len, x[ER_TS]);
         b.p[b.len + 21] = SOH;
         b.len += 22;
-        res = PyBytes_FromStringAndSize(b.p, b.len);
+        if (extra_tag < 0 || put_int_field(&b, (int)extra_tag, extra_value) == 0)
+            res = PyBytes_FromStringAndSize(b.p, b.len);
     }
     buf_free(&b);
     goto done;
@@ -2553,7 +2564,8 @@ static PyMethodDef module_methods[] = {
     {"new_order", (PyCFunction)(void (*)(void))ff_new_order, METH_FASTCALL,
      "new_order(msg, decimals, limit) -> tuple | None: a NewOrderSingle's order fields."},
     {"exec_report", (PyCFunction)(void (*)(void))ff_exec_report, METH_FASTCALL,
-     "exec_report(report, decimals) -> bytes | None: an ExecutionReport's fields, encoded."},
+     "exec_report(report, decimals[, tag, value]) -> bytes | None: an ExecutionReport's "
+     "fields, encoded (and one more integer field)."},
     {"format_utc_timestamp", (PyCFunction)ff_format_ts, METH_O,
      "format_utc_timestamp(ns) -> b'YYYYMMDD-HH:MM:SS.sss'."},
     {"parse_utc_timestamp", (PyCFunction)ff_parse_ts, METH_O,

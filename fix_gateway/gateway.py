@@ -209,6 +209,7 @@ class Gateway:
         self.clock = clock
         self.replica = Replica(config.market)
         self.writer = ReportWriter(config.market.price_decimals)
+        self._er_wire = self.writer.execution_report_wire
         # ids this gateway makes itself (status reports, its own rejects): unique per node
         # and per start
         self.id_prefix = f"{gcfg.node_id}.{clock() // 1_000_000:x}"
@@ -487,7 +488,7 @@ class Gateway:
         that MsgSeqNum until the engine acknowledges the command."""
         if slot is not None:
             store = slot.fix.store
-            store.hold(seq)
+            store._order.append(seq)        # store.hold(seq), spelled out
             entry = (cmd, store, seq)
         else:
             entry = (cmd, None, 0)
@@ -534,24 +535,24 @@ class Gateway:
         the firm's drop copies) and sent if logged on, unless it was made before a restart."""
         now = self._route_now
         slot = self.slots.get(r.session)
-        tag = (EVENT_SEQ_TAG, seq)
         if type(r) is ExecReport:
             copies = self.drop_copies.get(r.firm, ())
             if not copies:                  # the common case: one message, encoded at once
                 if slot is not None and (seq > slot.resume_after or _fresh(slot, seq, r.exec_id)):
-                    fields = self.writer.execution_report_wire(r)
-                    fields.append(tag)
-                    self._send(slot, "8", fields, now)
+                    self._send(slot, "8", self._er_wire(r, EVENT_SEQ_TAG, seq), now)
                 return
+            tag = (EVENT_SEQ_TAG, seq)
             fields = self.writer.execution_report(r)
             if slot is not None and (seq > slot.resume_after or _fresh(slot, seq, r.exec_id)):
                 self._send(slot, "8", fields + [tag], now)
             for dc in copies:
                 if _fresh(dc, seq, r.exec_id):
                     self._send(dc, "8", _drop_copy(fields, r.session) + [tag], now)
-        elif slot is None or not _fresh(slot, seq, None):
             return
-        elif type(r) is CancelRejectReport:
+        if slot is None or not _fresh(slot, seq, None):
+            return
+        tag = (EVENT_SEQ_TAG, seq)
+        if type(r) is CancelRejectReport:
             self._send(slot, "9", self.writer.cancel_reject(r) + [tag], now)
         elif type(r) is MassCancelDone and not r.cl_ord_id.startswith("COD-"):
             self._send(slot, "r", self.writer.mass_cancel_report(r) + [tag], now)

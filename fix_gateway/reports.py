@@ -106,15 +106,19 @@ class ReportWriter:
         add((60, format_utc_timestamp(r.ts)))
         return f
 
-    def execution_report_wire(self, r: ExecReport) -> list:
-        """``execution_report(r)`` for ``encode``: one run of encoded fields where the compiled
-        codec can make it (the common reports: about a tenth of the cost of the field list),
-        else that list."""
+    def execution_report_wire(self, r: ExecReport, tag: int = 0, value: int = 0) -> list:
+        """``execution_report(r)`` for ``encode``, followed by the field (``tag``, ``value``)
+        if ``tag`` is given: one run of encoded fields where the compiled codec can make it
+        (the common reports: about a tenth of the cost of the field list), else that list."""
         if _exec_report is not None:
-            run = _exec_report(r, self.px.decimals)
+            run = (_exec_report(r, self.px.decimals, tag, value) if tag
+                   else _exec_report(r, self.px.decimals))
             if run is not None:
                 return [run]
-        return self.execution_report(r)
+        f = self.execution_report(r)
+        if tag:
+            f.append((tag, value))
+        return f
 
     @staticmethod
     def cancel_reject(r: CancelRejectReport) -> list:

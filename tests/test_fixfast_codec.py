@@ -482,12 +482,17 @@ def test_exec_report_run_encodes_as_the_field_list(r, decimals):
         assert fast.exec_report(r, decimals) is None
         return
     run = fast.exec_report(r, decimals)
+    tagged = fast.exec_report(r, decimals, 20002, 4321)
     if run is None:
+        assert tagged is None
         assert w.execution_report_wire(r) == reference
+        assert w.execution_report_wire(r, 20002, 4321) == reference + [(20002, 4321)]
         return
     want = _encoded(reference)
     assert not isinstance(want, Exception)
     assert _encoded([run]) == want
+    assert _encoded([tagged]) == _encoded(reference + [(20002, 4321)])
+    assert w.execution_report_wire(r, 20002, 4321) == [tagged]
     assert fast.encode("8", [run], sender="BOURSE", target="BROKER1", seq=7,
                        sending_time=TS) == want
 
