@@ -202,11 +202,10 @@ class Replica:
     # ------------------------------------------------------------------ feed
 
     def apply(self, ev) -> list:
-        if ev.seq != self.next_seq:
-            raise ReplicaGap(f"replica expected event {self.next_seq}, got {ev.seq}")
-        self.next_seq += 1
-        handler = self._dispatch.get(type(ev))
-        return handler(ev) if handler is not None else []
+        """One event; its reports."""
+        reports: list = []
+        self.apply_many((ev,), lambda report, _seq: reports.append(report))
+        return reports
 
     def apply_many(self, events, on_report) -> None:
         """``apply`` each event in order, calling ``on_report(report, seq)`` for each report
