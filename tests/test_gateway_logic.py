@@ -110,6 +110,36 @@ def test_replica_tables_split_by_id_keep_order_id_order_and_find_every_order():
     assert m.replica.order_count() == n
 
 
+def test_replica_clordid_generations_find_every_order_and_the_latest_for_a_reused_id(
+        monkeypatch):
+    """Across many ClOrdID generations, every id (an order's, its replace's, its cancel's)
+    finds its order, an unknown id finds nothing, and an id indexed again finds the latest."""
+    import fix_gateway.replica as replica
+    monkeypatch.setattr(replica, "CLID_GENERATION", 8)
+    m = Market()
+    want = {}
+    for i in range(60):
+        m.run(new("BROKER1", "FIRM1", "F1-001", f"o{i}", 1, 10, 2700000 - 100 * (i % 50)))
+        want[f"o{i}"] = i + 1
+    for i in range(0, 60, 7):
+        m.run(ReplaceOrder("BROKER1", "FIRM1", f"r{i}", f"o{i}", 2700100 - 100 * (i % 50), 20))
+        want[f"r{i}"] = i + 1
+    for i in range(3, 60, 11):
+        current = f"r{i}" if i % 7 == 0 else f"o{i}"
+        m.run(CancelOrder("BROKER1", "FIRM1", f"x{i}", current))
+        want[f"x{i}"] = i + 1
+    (rej,) = m.run(new("BROKER1", "FIRM1", "F1-001", "o3", 1, 10, 2700000))
+    assert rej.exec_type == "8"                     # the engine refuses a ClOrdID used today
+    assert len(m.replica.by_clid["BROKER1"]) >= 9      # 75 ids, 8 per generation
+    for clid, oid in want.items():
+        o = m.replica.find("BROKER1", clid)
+        assert o is not None and o.order_id == oid, clid
+    assert m.replica.find("BROKER1", "nope") is None
+    assert m.replica.find("BROKER2", "o1") is None
+    m.replica._set_clid("BROKER1", "o5", 999)       # an id indexed again: the latest wins
+    assert m.replica._clid("BROKER1", "o5") == 999
+
+
 _SESSIONS = [("BROKER1", "FIRM1", "F1-001"), ("BROKER2", "FIRM1", "F1-002"),
              ("BROKER3", "FIRM2", "F2-001")]
 
