@@ -2,7 +2,7 @@
 
     python -m bench.fix_gateway [--orders N] [--sessions S] [--window W] [--rate R]
                                 [--duration SEC] [--tick-ms T] [--no-quickfix]
-                                [--episodes MS] [--profile-gateway FILE]
+                                [--episodes MS] [--profile-gateway FILE] [--gateways N]
 
 Starts the stack as real processes in a temporary directory: the engine (journal on, fsync
 every batch) and a FIX gateway (message store on), then drives FIX sessions over TCP with
@@ -76,7 +76,10 @@ def session_ids(n: int) -> list[str]:
     return [f"BROKER{i}" for i in range(1, n + 1)]
 
 
-def bench_config(tmp: Path, sessions: list[str], fsync: str) -> Path:
+def bench_config(tmp: Path, sessions: list[str], fsync: str, gateways: int = 1) -> Path:
+    """The stack's configuration: the sessions are dealt round-robin over ``gateways``
+    gateway nodes (gw1, gw2, ...), as an exchange assigns each member session to one of its
+    access servers."""
     lines = [f"""
 [market]
 price_decimals = 4
@@ -87,17 +90,21 @@ order_entry_port = 0
 replication_port = 0
 journal_dir = "{tmp / 'journal'}"
 fsync = "{fsync}"
-{INSTRUMENTS}{FIRMS}
+{INSTRUMENTS}{FIRMS}"""]
+    for g in range(gateways):
+        lines.append(f"""
 [[gateways]]
-node_id = "gw1"
+node_id = "gw{g + 1}"
 host = "127.0.0.1"
 port = 0
 comp_id = "{EXCHANGE}"
-store_dir = "{tmp / 'gateway'}"
+store_dir = "{tmp / ('gateway' if gateways == 1 else f'gateway{g + 1}')}"
 store_fsync = "never"
-"""]
-    for k, s in enumerate(sessions):
-        lines.append(f"""
+""")
+        for k, s in enumerate(sessions):
+            if k % gateways != g:
+                continue
+            lines.append(f"""
 [[gateways.sessions]]
 comp_id = "{s}"
 firm = "FIRM{k % 8 + 1}"
@@ -209,20 +216,28 @@ def endpoint(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def start_bourse(tmp: Path, sessions: list[str], fsync: str,
-                 profile: str | None = None) -> tuple[list[Child], int]:
-    cfg = bench_config(tmp, sessions, fsync)
+def start_bourse(tmp: Path, sessions: list[str], fsync: str, profile: str | None = None,
+                 gateways: int = 1) -> tuple[list[Child], dict[str, int]]:
+    """Engine and gateway processes; returns them and each session's FIX port."""
+    cfg = bench_config(tmp, sessions, fsync, gateways)
     engine = Child("engine", ["-m", "bourse", "engine", "--config", str(cfg)], tmp / "engine.log")
     oe = engine.wait_ready()["order_entry"]
-    prof = ["-m", "cProfile", "-o", f"{profile}.{tmp.name}"] if profile else []
-    gw = Child("gateway", [*prof, "-m", "bourse", "gateway", "--config", str(cfg), "--engine", oe],
-               tmp / "gateway.log")
+    children = [engine]
+    ports: dict[str, int] = {}
     try:
-        port = endpoint(gw.wait_ready()["fix"])[1]
+        for g in range(gateways):
+            name = "gateway" if gateways == 1 else f"gateway {g + 1}"
+            prof = ["-m", "cProfile", "-o", f"{profile}.{tmp.name}.{g + 1}"] if profile else []
+            gw = Child(name, [*prof, "-m", "bourse", "gateway", "--config", str(cfg),
+                              "--node", f"gw{g + 1}", "--engine", oe], tmp / f"gateway{g + 1}.log")
+            children.insert(g, gw)
+            port = endpoint(gw.wait_ready()["fix"])[1]
+            ports.update({s: port for k, s in enumerate(sessions) if k % gateways == g})
     except SystemExit:
-        engine.stop()
+        for c in children:
+            c.stop()
         raise
-    return [gw, engine], port
+    return children, ports
 
 
 def free_port() -> int:
@@ -237,7 +252,7 @@ def start_quickfix(tmp: Path, sessions: list[str]) -> tuple[list[Child], int]:
                                         str(tmp / "quickfix"), str(port), ",".join(sessions)],
                   tmp / "quickfix.log")
     child.wait_ready()
-    return [child], port
+    return [child], {s: port for s in sessions}
 
 
 # --------------------------------------------------------------------------- the load client
@@ -330,11 +345,11 @@ async def logout(conns: list[FixConn], seqs: list[int]) -> None:
         c.transport.close()
 
 
-async def throughput(port: int, sessions: list[str], orders: int, window: int,
+async def throughput(ports: dict[str, int], sessions: list[str], orders: int, window: int,
                      cpu: CpuWindow) -> dict:
     per = orders // len(sessions)
     msgs = {s: new_orders(s, f"A{k % 8 + 1}", 2, per, "T") for k, s in enumerate(sessions)}
-    conns = [await logon(port, s) for s in sessions]
+    conns = [await logon(ports[s], s) for s in sessions]
     chunk = max(1, window // 4)
 
     async def pump(c: FixConn, m: list[bytes]) -> None:
@@ -602,10 +617,10 @@ def run_target(name: str, start, tmp: Path, args) -> dict:
     def measured(sub: str, workload) -> dict:
         d = tmp / sub
         d.mkdir(parents=True, exist_ok=True)
-        children, port = start(d, sessions)
+        children, ports = start(d, sessions)
         try:
             cpu = CpuWindow(children)
-            r = workload(port, cpu)
+            r = workload(ports, cpu)
             if asyncio.iscoroutine(r):
                 r = run(r)
             r["cpu"] = cpu.text
@@ -614,10 +629,11 @@ def run_target(name: str, start, tmp: Path, args) -> dict:
                 c.stop()
         return r
 
-    t = measured("throughput", lambda port, cpu: throughput(port, sessions, args.orders,
-                                                            args.window, cpu))
-    lat = measured("latency", lambda port, cpu: latency(port, sessions[0], "A1", args.rate,
-                                                        args.duration, cpu, args.tick_ms))
+    t = measured("throughput", lambda ports, cpu: throughput(ports, sessions, args.orders,
+                                                             args.window, cpu))
+    lat = measured("latency", lambda ports, cpu: latency(ports[sessions[0]], sessions[0], "A1",
+                                                         args.rate, args.duration, cpu,
+                                                         args.tick_ms))
     print(f"\n{name}")
     print(f"  (a) throughput: {t['news']:,} of {t['orders']:,} NewOrderSingle -> "
           f"ExecutionReport(New) in {t['seconds']:.2f} s = {t['rate']:,.0f} orders/s "
@@ -660,6 +676,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fsync", default="batch", choices=("batch", "interval", "never"),
                     help="engine journal fsync policy (default: every batch)")
     ap.add_argument("--no-quickfix", action="store_true", help="skip the QuickFIX reference")
+    ap.add_argument("--gateways", type=int, default=1, metavar="N",
+                    help="Bourse: deal the sessions over N gateway processes, as an exchange "
+                         "assigns member sessions to access servers (default 1; the QuickFIX "
+                         "reference stays one process)")
     ap.add_argument("--episodes", type=float, metavar="MS", default=0.0,
                     help="latency run: list the episodes of orders slower than MS ms")
     ap.add_argument("--profile-gateway", metavar="FILE",
@@ -673,9 +693,11 @@ def main(argv=None) -> int:
     print("load average at start (other processes share these CPUs): "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     try:
-        ours = run_target("Bourse gateway + engine (journal fsync per batch)"
-                          if args.fsync == "batch" else f"Bourse (fsync={args.fsync})",
-                          lambda d, s: start_bourse(d, s, args.fsync, args.profile_gateway), tmp / "bourse", args)
+        gws = "gateway" if args.gateways == 1 else f"{args.gateways} gateways"
+        ours = run_target(f"Bourse {gws} + engine (journal fsync per batch)"
+                          if args.fsync == "batch" else f"Bourse {gws} (fsync={args.fsync})",
+                          lambda d, s: start_bourse(d, s, args.fsync, args.profile_gateway,
+                                                       args.gateways), tmp / "bourse", args)
         print(f"  target (for information): >= 50,000 orders/s end to end -> measured "
               f"{ours['rate']:,.0f}; p99 <= 1 ms at 10,000 orders/s -> measured p99 "
               f"{ours['p'][99] / 1e6:,.1f} ms at {args.rate:,.0f} orders/s")
